@@ -1,0 +1,85 @@
+"""LTPConfig: everything that defines how a model prunes, saved inside its checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+MODES = ("off", "soft", "hard")
+LAYOUTS = ("packed", "padded")
+NORMALIZATIONS = ("reference", "length")
+SOFT_MASKS = ("original", "cumulative")
+METHODS = ("threshold", "topk", "length")
+
+
+@dataclass
+class LTPConfig:
+    """How a patched model prunes tokens (METHOD.md §1-3).
+
+    ``method`` picks how a layer decides what to keep: ``threshold`` is LTP (and the manual
+    threshold baseline); ``topk`` keeps a fraction of the input per layer (SpAtten); ``length``
+    keeps an absolute number of tokens per layer (LAT). All share the same scores, removal engine
+    and FLOPs accounting, so comparisons between them are fair.
+    """
+
+    final_threshold: float = 0.01
+    temperature: float = 1e-3
+    lambda_: float = 0.1
+    score_normalization: str = "reference"
+    n_ref: int = 128
+    keep_first_token: bool = True
+    mode: str = "hard"
+    layout: str = "packed"
+    soft_mask: str = "original"
+    method: str = "threshold"
+    keep_ratios: list[float] | None = None
+    keep_lengths: list[int] | None = None
+    # In soft mode with labels, add lambda * L_reg to ``outputs.loss`` so that a stock
+    # ``Trainer`` optimises the LTP objective without a custom loss.
+    add_reg_to_loss: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def check(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        for name in ("final_threshold", "temperature", "lambda_"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, float)) and math.isfinite(value),
+                  f"{name} must be a finite number, got {value!r}")
+        check(self.final_threshold >= 0, f"final_threshold must be >= 0, got {self.final_threshold}")
+        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        check(self.lambda_ >= 0, f"lambda_ must be >= 0, got {self.lambda_}")
+        check(isinstance(self.n_ref, int) and self.n_ref > 0, f"n_ref must be a positive int, got {self.n_ref!r}")
+        for name, allowed in (("mode", MODES), ("layout", LAYOUTS),
+                              ("score_normalization", NORMALIZATIONS), ("soft_mask", SOFT_MASKS),
+                              ("method", METHODS)):
+            check(getattr(self, name) in allowed,
+                  f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.method == "topk":
+            check(bool(self.keep_ratios), "method='topk' needs keep_ratios (one per layer)")
+            check(all(0 <= r <= 1 for r in self.keep_ratios), "keep_ratios must lie in [0, 1]")
+        if self.method == "length":
+            check(bool(self.keep_lengths), "method='length' needs keep_lengths (one per layer)")
+            check(all(int(k) >= 1 for k in self.keep_lengths), "keep_lengths must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LTPConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown LTP config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "LTPConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,296 @@
+"""Removal engine: runs an encoder's layers on the tokens that are still alive.
+
+Two batch layouts hold the alive tokens (METHOD §6):
+
+* ``packed``: every alive token of the batch in one (T, D) matrix, so the dense layers (Q/K/V,
+  output projection, FFN: most of the FLOPs) never touch padding; attention runs per sequence.
+* ``padded``: (B, n, D) re-padded to the batch's longest survivor after each removal; simple,
+  and the natural form for batch 1.
+
+Both expose the same small interface (flat per-token views, ``attention``, ``select``) so the
+layer loop in :func:`run_encoder` is written once. A removed token leaves the computation for
+good; its last state (the input of the layer that removed it) is scattered back at the end, so
+``last_hidden_state`` keeps the input's shape ("drop and restore", for token-level heads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import flops as flops_mod
+from . import pruning
+from .config import LTPConfig
+from .errors import LTPError
+from .models.base import Dims, FamilyAdapter
+
+
+@dataclass
+class LTPRecords:
+    """What one forward pass did, per example. Comes back as ``outputs.ltp``.
+
+    tokens_in[b, l]: tokens alive entering layer l; tokens_kept[b, l]: alive after its pruning
+    step; pruned_at[b, i]: the layer that removed token i (num_layers if it survived, -1 for
+    padding); reg_loss: L_reg of the soft stage (None otherwise).
+    """
+
+    lengths: torch.Tensor
+    tokens_in: torch.Tensor
+    tokens_kept: torch.Tensor
+    pruned_at: torch.Tensor
+    hidden: int
+    intermediate: int
+    reg_loss: torch.Tensor | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.tokens_in.shape[1]
+
+    @property
+    def kept_mask(self) -> torch.Tensor:
+        """(B, n) True for tokens that survived every layer."""
+        return self.pruned_at == self.num_layers
+
+    def macs(self) -> torch.Tensor:
+        return flops_mod.example_macs(self.tokens_in, self.tokens_kept, self.hidden, self.intermediate)
+
+    def baseline_macs(self) -> torch.Tensor:
+        return flops_mod.baseline_macs(self.lengths, self.num_layers, self.hidden, self.intermediate)
+
+    @property
+    def gflops(self) -> torch.Tensor:
+        return flops_mod.gflops(self.macs())
+
+    @property
+    def baseline_gflops(self) -> torch.Tensor:
+        return flops_mod.gflops(self.baseline_macs())
+
+    @property
+    def relative_flops(self) -> float:
+        """Sum of MACs over the batch / the unpruned model's on the same unpadded inputs."""
+        return float(self.macs().sum() / self.baseline_macs().sum())
+
+
+class _Padded:
+    """(B, n, D) layout: alive tokens first in each row, padding after."""
+
+    def __init__(self, x, alive, pos, first):
+        self.x, self.alive, self.pos, self.first = x, alive, pos, first
+
+    @classmethod
+    def from_input(cls, x, mask):
+        batch, n = mask.shape
+        pos = torch.arange(batch * n, device=x.device).view(batch, n)
+        first = torch.zeros_like(mask)
+        first[torch.arange(batch, device=x.device), mask.long().argmax(1)] = True
+        return cls(x, mask, pos, first & mask)
+
+    def counts(self):
+        return self.alive.sum(1)
+
+    def flat(self):
+        batch, n = self.alive.shape
+        seq_id = torch.arange(batch, device=self.x.device).repeat_interleave(n)
+        return self.alive.flatten(), self.first.flatten(), seq_id
+
+    def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None):
+        batch, n, dim = q.shape
+        q, k, v = (t.view(batch, n, heads, -1).transpose(1, 2) for t in (q, k, v))
+        everyone = bool(self.alive.all())
+        if need_probs:
+            logits = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            if not everyone:
+                bias = torch.zeros(self.alive.shape, dtype=logits.dtype, device=q.device)
+                bias = bias.masked_fill(~self.alive, torch.finfo(logits.dtype).min)
+                logits = logits + bias[:, None, None, :]
+            if key_bias is not None:
+                logits = logits + key_bias[:, None, None, :].to(logits.dtype)
+            probs = logits.softmax(-1)
+            raw = pruning.importance_scores(probs, None if everyone else self.alive).flatten()
+            if dropout_p > 0:
+                probs = F.dropout(probs, dropout_p, training=True)
+            ctx = torch.matmul(probs, v)
+        else:
+            mask = None if everyone else self.alive[:, None, None, :]
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            raw = None
+        return ctx.transpose(1, 2).reshape(batch, n, dim), raw
+
+    def pruned(self, keep):
+        gone = self.alive & ~keep.view_as(self.alive)
+        return self.pos[gone], self.x[gone]
+
+    def select(self, keep, *tensors):
+        keep = keep.view_as(self.alive)
+        if bool((keep == self.alive).all()):
+            return self, tensors
+        batch, n = keep.shape
+        counts = keep.sum(1)
+        width = int(counts.max())
+        order = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :width]
+        index = (order + torch.arange(batch, device=keep.device)[:, None] * n).flatten()
+
+        def take(t):
+            return t.reshape(batch * n, *t.shape[2:]).index_select(0, index).view(batch, width, *t.shape[2:])
+
+        alive = torch.arange(width, device=keep.device)[None, :] < counts[:, None]
+        state = _Padded(None, alive, take(self.pos), take(self.first) & alive)
+        return state, tuple(take(t) for t in tensors)
+
+    def final(self):
+        return self.pos[self.alive], self.x[self.alive]
+
+
+class _Packed:
+    """(T, D) layout: the alive tokens of all sequences, sequence after sequence."""
+
+    def __init__(self, x, pos, first, seq_id, lengths):
+        self.x, self.pos, self.first, self.seq_id, self.lengths = x, pos, first, seq_id, lengths
+
+    @classmethod
+    def from_input(cls, x, mask):
+        batch, n = mask.shape
+        pos = mask.flatten().nonzero().squeeze(1)
+        lengths = mask.sum(1)
+        starts = torch.cumsum(lengths, 0) - lengths
+        first = torch.zeros(pos.numel(), dtype=torch.bool, device=x.device)
+        first[starts] = True
+        seq_id = torch.div(pos, n, rounding_mode="floor")
+        return cls(x.reshape(batch * n, -1).index_select(0, pos), pos, first, seq_id, lengths)
+
+    def counts(self):
+        return self.lengths
+
+    def flat(self):
+        return torch.ones_like(self.first), self.first, self.seq_id
+
+    def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None):
+        total, dim = q.shape
+        sizes = self.lengths.tolist()
+        splits = [t.view(total, heads, -1).transpose(0, 1).split(sizes, dim=1) for t in (q, k, v)]
+        scale = (dim // heads) ** -0.5
+        ctxs, raws = [], []
+        for qi, ki, vi in zip(*splits):
+            if need_probs:
+                probs = (torch.matmul(qi, ki.transpose(-1, -2)) * scale).softmax(-1)
+                raws.append(probs.float().sum(dim=(0, 1)))
+                if dropout_p > 0:
+                    probs = F.dropout(probs, dropout_p, training=True)
+                ctxs.append(torch.matmul(probs, vi))
+            else:
+                ctxs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p))
+        ctx = torch.cat(ctxs, dim=1).transpose(0, 1).reshape(total, dim)
+        return ctx, (torch.cat(raws) if need_probs else None)
+
+    def pruned(self, keep):
+        gone = (~keep).nonzero().squeeze(1)
+        return self.pos.index_select(0, gone), self.x.index_select(0, gone)
+
+    def select(self, keep, *tensors):
+        if bool(keep.all()):
+            return self, tensors
+        index = keep.nonzero().squeeze(1)
+        lengths = torch.zeros_like(self.lengths).index_add_(0, self.seq_id, keep.long())
+        state = _Packed(None, self.pos.index_select(0, index), self.first.index_select(0, index),
+                        self.seq_id.index_select(0, index), lengths)
+        return state, tuple(t.index_select(0, index) for t in tensors)
+
+    def final(self):
+        return self.pos, self.x
+
+
+def run_encoder(
+    adapter: FamilyAdapter,
+    layers,
+    dims: Dims,
+    config: LTPConfig,
+    thresholds: torch.Tensor,
+    hidden_states: torch.Tensor,
+    mask: torch.Tensor,
+    training: bool,
+) -> tuple[torch.Tensor, LTPRecords]:
+    """Run ``layers`` with pruning; return (B, n, D) restored states and the records."""
+    batch, n, dim = hidden_states.shape
+    mask = mask.to(torch.bool)
+    lengths = mask.sum(1)
+    if bool((lengths == 0).any()):
+        raise LTPError("an input in the batch has no tokens (its attention_mask is all zeros)")
+    if config.mode == "soft" and training:
+        return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask)
+
+    num_layers = len(layers)
+    state = (_Packed if config.layout == "packed" else _Padded).from_input(hidden_states, mask)
+    tokens_in = torch.zeros(batch, num_layers, dtype=torch.long, device=mask.device)
+    tokens_kept = torch.zeros_like(tokens_in)
+    pruned_at = torch.full((batch * n,), num_layers, dtype=torch.long, device=mask.device)
+    pruned_at[~mask.flatten()] = -1
+    saved_pos, saved_x = [], []
+    thetas = thresholds.detach().tolist()
+    for index, layer in enumerate(layers):
+        alive_count = state.counts()
+        tokens_in[:, index] = alive_count
+        theta = thetas[index] if config.method == "threshold" else None
+        prunes = pruning.layer_prunes(config, index, theta)
+        x = state.x
+        dropout = adapter.attention_dropout(layer) if training else 0.0
+        ctx, raw = state.attention(*adapter.qkv(layer, x), dims.num_heads, prunes, dropout)
+        if prunes:
+            alive, first, seq_id = state.flat()
+            scores = raw / pruning.score_normalizer(config, dims.num_heads, alive_count)[seq_id]
+            keep = pruning.keep_decision(
+                scores, alive, first, seq_id, batch, config=config, layer=index,
+                threshold=theta, n_input=lengths, n_alive=alive_count)
+            pos, gone = state.pruned(keep)
+            if pos.numel():
+                saved_pos.append(pos)
+                saved_x.append(gone)
+                pruned_at[pos] = index
+                state, (x, ctx) = state.select(keep, x, ctx)
+        state.x = adapter.feed_forward(layer, adapter.attention_output(layer, ctx, x))
+        tokens_kept[:, index] = state.counts()
+    pos, x = state.final()
+    out = hidden_states.new_zeros(batch * n, dim).index_copy(
+        0, torch.cat(saved_pos + [pos]), torch.cat(saved_x + [x]))
+    records = LTPRecords(lengths, tokens_in, tokens_kept, pruned_at.view(batch, n),
+                         dims.hidden, dims.intermediate)
+    return out.view(batch, n, dim), records
+
+
+def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask):
+    """Soft stage (METHOD §3): nothing removed; each layer's output is scaled by its soft mask.
+
+    ``original``: m_l scales layer l's output, scores of later layers see every token (as the
+    original code). ``cumulative``: M_l = M_(l-1) * m_l scales the output and log M_l is added to
+    the keys of later attentions, so a token soft-pruned early fades out as a key as well.
+    """
+    batch, n, _ = hidden_states.shape
+    state = _Padded.from_input(hidden_states, mask)
+    lengths = mask.sum(1)
+    norm = pruning.score_normalizer(config, dims.num_heads, lengths)[:, None]
+    running = torch.ones(batch, n, dtype=hidden_states.dtype, device=mask.device)
+    masks = []
+    x = hidden_states
+    for index, layer in enumerate(layers):
+        key_bias = None
+        if config.soft_mask == "cumulative" and index > 0:
+            key_bias = torch.log(running.clamp_min(1e-20))
+        ctx, raw = state.attention(*adapter.qkv(layer, x), dims.num_heads, True,
+                                   adapter.attention_dropout(layer), key_bias)
+        scores = raw.view(batch, n) / norm
+        m = pruning.soft_mask(scores, thresholds[index], config.temperature)
+        if config.keep_first_token:
+            m = m.masked_fill(state.first, 1.0)
+        m = m * mask
+        if config.soft_mask == "cumulative":
+            running = running * m
+            m = running
+        masks.append(m)
+        x = adapter.feed_forward(layer, adapter.attention_output(layer, ctx, x)) * m[..., None].to(x.dtype)
+        state.x = x
+    counts = lengths[:, None].expand(batch, len(layers)).clone()
+    pruned_at = torch.where(mask, len(layers), -1)
+    records = LTPRecords(lengths, counts, counts.clone(), pruned_at, dims.hidden, dims.intermediate,
+                         reg_loss=pruning.regularizer(masks, mask, config.n_ref))
+    return x, records

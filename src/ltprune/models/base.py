@@ -1,0 +1,57 @@
+"""What the engine needs from an encoder family: where its layers are and how to run their parts.
+
+A family adapter maps "the family's layer" onto four calls (Q/K/V projection, attention output,
+feed-forward, attention dropout). The engine owns everything else (attention over kept tokens,
+scores, removal), so adding DistilBERT or ELECTRA is one small file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dims:
+    num_layers: int
+    num_heads: int
+    hidden: int
+    intermediate: int
+
+
+class FamilyAdapter:
+    """Base class: subclass it, fill in the class attributes and the four layer calls."""
+
+    #: ``config.model_type`` values this adapter handles.
+    model_types: tuple[str, ...] = ()
+    #: transformers class names this adapter is tested with (listed in errors and the README).
+    model_classes: tuple[str, ...] = ()
+
+    def base_model(self, model: nn.Module) -> nn.Module:
+        return model.base_model
+
+    def encoder(self, base: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def layers(self, base: nn.Module) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def dims(self, config) -> Dims:
+        raise NotImplementedError
+
+    def check(self, model: nn.Module) -> None:
+        """Raise UnsupportedModelError for a configuration of the family we cannot run exactly."""
+
+    def qkv(self, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def attention_dropout(self, layer: nn.Module) -> float:
+        raise NotImplementedError
+
+    def attention_output(self, layer: nn.Module, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def feed_forward(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

