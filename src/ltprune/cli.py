@@ -1,0 +1,182 @@
+"""``ltprune`` command line: thin wrappers over the library.
+
+Errors caused by the user's input print one line and exit 2; an interrupted training run says
+how to resume it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import LTPError
+
+
+def _add_ltp_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("LTP")
+    g.add_argument("--final-threshold", type=float, default=0.01, help="threshold of the last layer (init)")
+    g.add_argument("--temperature", type=float, default=1e-3, help="soft-mask temperature T")
+    g.add_argument("--lambda", dest="lambda_", type=float, default=0.1, help="weight of L_reg")
+    g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
+    g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
+    g.add_argument("--layout", choices=["packed", "padded"], default="packed")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--task", required=True,
+                   help="rotten_tomatoes, imdb, a GLUE task (sst2, mrpc, ...) or a CSV/JSONL file or folder")
+    g.add_argument("--data-dir", help="local GLUE-format files for a GLUE task")
+    g.add_argument("--text-column")
+    g.add_argument("--text-pair-column")
+    g.add_argument("--label-column")
+    g.add_argument("--max-train-examples", type=int)
+    g.add_argument("--max-eval-examples", type=int)
+    g.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the data splits")
+
+
+def _data_kwargs(a) -> dict:
+    return dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
+                label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
+                max_eval_examples=a.max_eval_examples)
+
+
+def _ltp_config(a, mode="hard"):
+    from .config import LTPConfig
+
+    return LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature, lambda_=a.lambda_,
+                     score_normalization=a.score_normalization, soft_mask=a.soft_mask, layout=a.layout,
+                     mode=mode)
+
+
+def cmd_train(a) -> int:
+    from .training import StageArgs, set_threads, train
+
+    set_threads(a.threads)
+    stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+    per_stage = {}
+    for stage in stages:
+        lr = {"finetune": a.finetune_lr, "hard": a.hard_lr}.get(stage) or a.lr
+        epochs = {"finetune": a.finetune_epochs, "soft": a.soft_epochs, "hard": a.hard_epochs}[stage] or a.epochs
+        per_stage[stage] = StageArgs(learning_rate=lr, threshold_lr=a.threshold_lr, epochs=epochs,
+                                     max_steps=a.max_steps, batch_size=a.batch_size, save_steps=a.save_steps,
+                                     logging_steps=a.logging_steps, seed=a.train_seed,
+                                     max_eval_examples_during_training=a.max_eval_examples)
+    results = train(a.model, a.task, a.output_dir, stages=stages, ltp=_ltp_config(a),
+                    stage_args=per_stage, data_kwargs=_data_kwargs(a), resume=a.resume, max_length=a.max_length)
+    for stage, r in results.items():
+        print(f"{stage:>8}: dev {r['metric_name']} {r['metric']:.4f}  relative FLOPs {r['relative_flops']:.3f}"
+              f"  -> {Path(a.output_dir) / stage / 'final'}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from .data import load_task, tokenize_task
+    from .evaluation import evaluate, write_metrics
+    from .patch import from_pretrained, set_mode
+    from .training import load_tokenizer, set_threads
+
+    set_threads(a.threads)
+    model = from_pretrained(a.model)
+    if a.mode:
+        set_mode(model, a.mode)
+    if a.layout:
+        from .patch import get_config, patch
+        patch(model, get_config(model).replace(layout=a.layout))
+    tokenizer = load_tokenizer(a.model)
+    dsd, info = load_task(a.task, **_data_kwargs(a))
+    if a.split not in dsd:
+        raise LTPError(f"task {a.task!r} has no {a.split!r} split (has {', '.join(dsd)})")
+    tokenized = tokenize_task(dsd, tokenizer, info, a.max_length)
+    result = evaluate(model, tokenized[a.split], info, tokenizer.pad_token_id, a.batch_size, progress=True)
+    path = write_metrics(result, a.output_dir)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    print(json.dumps(public, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    run_demo(a.output_dir, quick=a.quick, threads=a.threads, resume=a.resume)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ltprune", description="Learned Token Pruning for transformer encoders.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune / soft / hard stages on a task",
+                       description="Train an LTP model: optional fine-tuning, then the soft and hard stages.")
+    p.add_argument("--model", required=True, help="model folder, ltprune checkpoint or hub name (e.g. roberta-base)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--stages", default="soft,hard", help="comma list of finetune, soft, hard (default: soft,hard)")
+    _add_data_options(p)
+    _add_ltp_options(p)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=2e-5, help="learning rate (soft stage; default for others)")
+    g.add_argument("--finetune-lr", type=float)
+    g.add_argument("--hard-lr", type=float, help="hard-stage learning rate (paper: 0.5, 1 or 2e-5)")
+    g.add_argument("--threshold-lr", type=float, help="thresholds' learning rate (default: --lr)")
+    g.add_argument("--epochs", type=float, default=1.0)
+    g.add_argument("--finetune-epochs", type=float)
+    g.add_argument("--soft-epochs", type=float)
+    g.add_argument("--hard-epochs", type=float)
+    g.add_argument("--max-steps", type=int, default=-1, help="stop each stage after this many steps")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--save-steps", type=int, help="checkpoint/evaluate every N steps (default: every epoch)")
+    g.add_argument("--logging-steps", type=int, default=50)
+    g.add_argument("--train-seed", type=int, default=42)
+    g.add_argument("--threads", type=int, help="torch threads per process")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="metric + FLOPs of a checkpoint -> metrics.json",
+                       description="Evaluate an ltprune checkpoint: task metric, GFLOPs, tokens per layer.")
+    p.add_argument("--model", required=True, help="an ltprune checkpoint folder")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--mode", choices=["off", "hard"], help="override the checkpoint's mode")
+    p.add_argument("--layout", choices=["packed", "padded"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int)
+    _add_data_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="the offline demo: MiniLM-L6 + Rotten Tomatoes, baseline vs LTP",
+                       description="Fine-tune the offline model on Rotten Tomatoes, run soft + hard LTP, "
+                                   "evaluate both and measure their throughput; prints one table.")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    try:
+        return args.func(args)
+    except LTPError as exc:
+        print(f"ltprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ltprune: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The offline demo: all-MiniLM-L6-v2 on Rotten Tomatoes, unpruned vs LTP, one table.
+
+fine-tune (baseline) -> soft stage -> hard stage -> dev accuracy and FLOPs of both -> throughput
+of both on the dev set, measured side by side (stock ``sdpa`` model with length-sorted batches
+vs the pruned model with packed batches), median of interleaved repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .config import LTPConfig
+from .data import load_task, tokenize_task
+from .evaluation import collate, evaluate, length_sorted_batches, write_metrics
+from .patch import set_mode
+from .resources import offline_model_dir
+from .timing import time_variants
+from .training import StageArgs, load_model, load_tokenizer, run_stage, set_threads, subsample
+
+# Chosen by the sweep recorded in docs/RESULTS.md; see there for how they were picked.
+DEMO_LTP = dict(final_threshold=0.01, lambda_=0.1, temperature=1e-3)
+DEMO_STAGES = {
+    "finetune": StageArgs(learning_rate=5e-5, epochs=2, batch_size=32, logging_steps=100),
+    "soft": StageArgs(learning_rate=2e-5, epochs=1, batch_size=32, logging_steps=100),
+    "hard": StageArgs(learning_rate=1e-5, epochs=1, batch_size=32, logging_steps=100),
+}
+
+
+def measure_throughput(models: dict, dataset, pad_id: int, batch_size: int, repeats: int) -> dict:
+    """Sequences per second of each model over the whole split, batches length-sorted."""
+    rows = [{"input_ids": ids, "attention_mask": [1] * len(ids),
+             **({"token_type_ids": tt} if tt is not None else {})}
+            for ids, tt in zip(dataset["input_ids"],
+                               dataset["token_type_ids"] if "token_type_ids" in dataset.column_names
+                               else [None] * len(dataset))]
+    batches = [collate([rows[i] for i in index], pad_id)
+               for index in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)]
+
+    def runner(model):
+        def run():
+            with torch.no_grad():
+                for batch in batches:
+                    model(**batch)
+        return run
+
+    timings = time_variants({name: runner(m) for name, m in models.items()}, repeats=repeats)
+    return {name: {"seconds": t["median"], "min": t["min"], "max": t["max"],
+                   "sequences_per_s": len(rows) / t["median"]} for name, t in timings.items()}
+
+
+def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resume: bool = False) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    set_threads(threads)
+    start = time.time()
+    output_dir = Path(output_dir)
+    model_dir = offline_model_dir()
+    dsd, info = load_task("rotten_tomatoes", max_eval_examples=64 if quick else None,
+                          max_train_examples=256 if quick else None)
+    tokenizer = load_tokenizer(str(model_dir))
+    data = tokenize_task(dsd, tokenizer, info)
+    model = load_model(str(model_dir), info.num_labels, False, LTPConfig(**DEMO_LTP))
+    rows = {}
+    for stage, args in DEMO_STAGES.items():
+        if quick:
+            args = StageArgs(**{**args.__dict__, "max_steps": 4, "logging_steps": 2})
+        print(f"[demo] stage {stage} ...", flush=True)
+        run_stage(model, tokenizer, data["train"], data["validation"], info, stage, output_dir / stage, args, resume)
+        if stage == "finetune":
+            set_mode(model, "off")
+            rows["unpruned"] = evaluate(model, data["validation"], info, tokenizer.pad_token_id)
+            write_metrics(rows["unpruned"], output_dir / stage)
+    rows["ltp"] = evaluate(model, data["validation"], info, tokenizer.pad_token_id)
+    write_metrics(rows["ltp"], output_dir / "hard")
+
+    print("[demo] measuring throughput on the dev set ...", flush=True)
+    stock = AutoModelForSequenceClassification.from_pretrained(output_dir / "finetune" / "final").eval()
+    speed = {}
+    for batch_size in (1, 32) if not quick else (32,):
+        subset = subsample(data["validation"], 200 if batch_size == 1 else None)
+        speed[batch_size] = measure_throughput({"unpruned": stock, "ltp": model.eval()}, subset,
+                                               tokenizer.pad_token_id, batch_size, repeats=2 if quick else 5)
+    summary = _summary(rows, speed, time.time() - start, quick)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    table = _table(summary)
+    (output_dir / "summary.md").write_text(table + "\n")
+    print("\n" + table)
+    print(f"\noutputs in {output_dir}/ (checkpoints, metrics.json per stage, summary.json)")
+    return summary
+
+
+def _summary(rows, speed, wall, quick):
+    out = {"quick": quick, "wall_seconds": round(wall, 1), "torch_threads": torch.get_num_threads(),
+           "ltp_config": DEMO_LTP, "rows": {}}
+    for name, r in rows.items():
+        out["rows"][name] = {k: r[k] for k in ("accuracy", "gflops", "baseline_gflops", "relative_flops",
+                                                "tokens_per_layer", "num_examples")}
+        out["rows"][name]["thresholds"] = r.get("thresholds")
+    out["throughput"] = {
+        str(bs): {**s, "speedup": s["ltp"]["sequences_per_s"] / s["unpruned"]["sequences_per_s"]}
+        for bs, s in speed.items()}
+    return out
+
+
+def _table(summary) -> str:
+    rows = summary["rows"]
+    lines = ["| model | dev accuracy | GFLOPs / example | relative FLOPs | "
+             + " | ".join(f"seq/s (batch {bs})" for bs in summary["throughput"]) + " |",
+             "|---|---|---|---|" + "---|" * len(summary["throughput"])]
+    for name in ("unpruned", "ltp"):
+        r = rows[name]
+        speeds = " | ".join(
+            f"{t[name]['sequences_per_s']:.0f}" + ("" if name == "unpruned" else f" ({t['speedup']:.2f}x)")
+            for t in summary["throughput"].values())
+        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['gflops']:.3f} | {r['relative_flops']:.3f} "
+                     f"({1 / r['relative_flops']:.2f}x fewer) | {speeds} |")
+    lines.append(f"\nwall time {summary['wall_seconds']:.0f} s, {summary['torch_threads']} threads; "
+                 "throughput: stock sdpa model vs pruned (packed), length-sorted dev batches, "
+                 "median of interleaved repeats")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Evaluation with FLOPs: accuracy (or the task's metric) together with what pruning saved.
+
+Batches are length-sorted so padding is minimal (the unpruned baseline is measured the same
+way); per-example records come from ``outputs.ltp`` of each pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import flops as flops_mod
+from .metrics import compute_metrics
+from .patch import get_config, get_thresholds, is_patched
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def length_sorted_batches(lengths, batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so padding is minimal."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(features: list[dict], pad_id: int, device=None) -> dict[str, torch.Tensor]:
+    """Right-pad ``input_ids`` (with ``pad_id``) and the other model inputs (with 0)."""
+    width = max(len(f["input_ids"]) for f in features)
+    batch = {}
+    for key in MODEL_INPUTS:
+        if key not in features[0]:
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        rows = [list(f[key]) + [fill] * (width - len(f[key])) for f in features]
+        batch[key] = torch.tensor(rows, dtype=torch.long, device=device)
+    return batch
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray          # (N, C) in dataset order
+    lengths: np.ndarray         # (N,)
+    tokens_in: np.ndarray       # (N, L)
+    tokens_kept: np.ndarray     # (N, L)
+    hidden: int
+    intermediate: int
+
+
+@torch.no_grad()
+def predict_dataset(model, dataset, pad_id: int, batch_size: int = 64, progress: bool = False) -> Predictions:
+    """Run ``model`` over a tokenized dataset; logits and pruning records in dataset order."""
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    n = len(lengths)
+    logits = tokens_in = tokens_kept = None
+    rows = [dict(zip(dataset.column_names, values)) for values in zip(*(dataset[c] for c in dataset.column_names))]
+    out_len = np.zeros(n, dtype=np.int64)
+    dims = None
+    for index in tqdm(length_sorted_batches(lengths, batch_size), desc="eval", disable=not progress):
+        batch = collate([rows[i] for i in index], pad_id, device)
+        out = model(**batch)
+        rec = out.ltp
+        if logits is None:
+            logits = np.zeros((n, out.logits.shape[-1]), dtype=np.float32)
+            tokens_in = np.zeros((n, rec.num_layers), dtype=np.int64)
+            tokens_kept = np.zeros_like(tokens_in)
+            dims = (rec.hidden, rec.intermediate)
+        logits[index] = out.logits.float().cpu().numpy()
+        tokens_in[index] = rec.tokens_in.cpu().numpy()
+        tokens_kept[index] = rec.tokens_kept.cpu().numpy()
+        out_len[index] = rec.lengths.cpu().numpy()
+    return Predictions(logits, out_len, tokens_in, tokens_kept, *dims)
+
+
+def flops_summary(pred: Predictions) -> dict:
+    """Mean GFLOPs per example, the unpruned baseline's, and their ratio (METHOD §5)."""
+    macs = flops_mod.example_macs(torch.from_numpy(pred.tokens_in), torch.from_numpy(pred.tokens_kept),
+                                  pred.hidden, pred.intermediate)
+    base = flops_mod.baseline_macs(torch.from_numpy(pred.lengths), pred.tokens_in.shape[1],
+                                   pred.hidden, pred.intermediate)
+    return {
+        "gflops": float(flops_mod.gflops(macs).mean()),
+        "baseline_gflops": float(flops_mod.gflops(base).mean()),
+        "relative_flops": float(macs.sum() / base.sum()),
+        "tokens_per_layer": pred.tokens_in.mean(0).round(3).tolist(),
+        "tokens_kept_per_layer": pred.tokens_kept.mean(0).round(3).tolist(),
+        "mean_length": float(pred.lengths.mean()),
+    }
+
+
+def evaluate(model, dataset, info, pad_id: int, batch_size: int = 64, progress: bool = False) -> dict:
+    """Task metric + FLOPs of ``model`` on a tokenized split; the content of ``metrics.json``."""
+    pred = predict_dataset(model, dataset, pad_id, batch_size, progress)
+    labels = np.asarray(dataset["label"])
+    scores = compute_metrics(info.metric, pred.logits, labels)
+    result = {"task": info.name, "metric_name": info.metric, **scores, **flops_summary(pred),
+              "num_examples": int(len(labels))}
+    if is_patched(model):
+        result["mode"] = get_config(model).mode
+        result["thresholds"] = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
+    result["_predictions"] = pred
+    result["_labels"] = labels
+    return result
+
+
+def write_metrics(result: dict, output_dir, name: str = "metrics.json", examples: bool = True) -> Path:
+    """Write ``metrics.json`` (and ``examples.jsonl``: per-example length, kept tokens, correctness)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    path = output_dir / name
+    path.write_text(json.dumps(public, indent=1))
+    pred, labels = result.get("_predictions"), result.get("_labels")
+    if examples and pred is not None:
+        classes = pred.logits.argmax(-1) if pred.logits.shape[-1] > 1 else pred.logits[:, 0]
+        with open(output_dir / name.replace("metrics", "examples").replace(".json", ".jsonl"), "w") as handle:
+            for i in range(len(labels)):
+                row = {"index": i, "length": int(pred.lengths[i]), "label": _py(labels[i]),
+                       "prediction": _py(classes[i]), "tokens_in": pred.tokens_in[i].tolist()}
+                handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def _py(value):
+    value = value.item() if hasattr(value, "item") else value
+    return round(value, 6) if isinstance(value, float) and math.isfinite(value) else value

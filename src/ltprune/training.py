@@ -1,0 +1,292 @@
+"""The two-stage LTP recipe (METHOD §4) on ``transformers.Trainer``.
+
+Stages, each a plain Trainer run on the patched model, each in its own folder:
+
+* ``finetune``: ordinary fine-tuning (pruning off, thresholds frozen), when starting from a
+  base checkpoint;
+* ``soft``: weights and thresholds learn; ``outputs.loss`` already holds task + lambda * L_reg
+  (see ``LTPConfig.add_reg_to_loss``), the thresholds sit in their own optimizer group;
+* ``hard``: thresholds frozen, tokens removed for real; the best dev checkpoint is kept.
+
+Interrupted runs resume from their last *complete* checkpoint (one whose trainer state, written
+last, exists), so a kill during a save never resumes from a half-written folder. The same code
+runs under ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from .config import LTPConfig
+from .errors import CheckpointError, ConfigError, LTPError
+from .metrics import compute_metrics
+from .patch import THRESHOLDS, from_pretrained, get_thresholds, is_patched, patch, set_mode
+
+log = logging.getLogger("ltprune")
+
+STAGES = ("finetune", "soft", "hard")
+DONE = "ltprune_stage.json"
+
+
+@dataclass
+class StageArgs:
+    """Hyperparameters of one stage (paper A.1 defaults: lr 2e-5, batch 64 in the original)."""
+
+    learning_rate: float = 2e-5
+    threshold_lr: float | None = None  # None: the model's learning rate (METHOD §3)
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    weight_decay: float = 0.0
+    warmup: float = 0.0  # steps, or a fraction of all steps when < 1
+    save_steps: int | None = None  # None: save (and evaluate) once per epoch
+    logging_steps: int = 50
+    seed: int = 42
+    max_eval_examples_during_training: int | None = None
+
+    def validate(self) -> None:
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.threshold_lr is not None and not self.threshold_lr > 0:
+            raise ConfigError(f"threshold learning rate must be > 0, got {self.threshold_lr}")
+        if self.max_steps <= 0 and not self.epochs > 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("batch sizes must be >= 1")
+
+
+class LTPTrainer(Trainer):
+    """Trainer whose optimizer gives the thresholds their own group: own lr, no weight decay."""
+
+    def __init__(self, *args, threshold_lr: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.threshold_lr = threshold_lr
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups = {"decay": [], "no_decay": [], "thresholds": []}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = "thresholds" if name.endswith(THRESHOLDS) else ("decay" if name in decay else "no_decay")
+            groups[key].append(param)
+        param_groups = [
+            {"params": groups["decay"], "weight_decay": self.args.weight_decay},
+            {"params": groups["no_decay"], "weight_decay": 0.0},
+        ]
+        if groups["thresholds"]:
+            param_groups.append({"params": groups["thresholds"], "weight_decay": 0.0,
+                                 "lr": self.threshold_lr or self.args.learning_rate})
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls([g for g in param_groups if g["params"]], **optimizer_kwargs)
+        return self.optimizer
+
+
+class ThresholdLogger(TrainerCallback):
+    """Puts the current thresholds into the training logs (they are what the soft stage learns)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and is_patched(self.model):
+            logs["thresholds"] = [round(t, 6) for t in get_thresholds(self.model).detach().cpu().tolist()]
+
+
+def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTPConfig | None):
+    """A patched sequence-classification model from an ltprune checkpoint, a fine-tuned or a base
+    transformers checkpoint (local path or hub name; a base gets a fresh classification head)."""
+    path = Path(name_or_path)
+    config_file = path / "config.json"
+    if config_file.is_file() and "ltp_config" in json.loads(config_file.read_text()):
+        overrides = ltp.to_dict() if ltp is not None else {}
+        overrides.pop("mode", None)
+        model = from_pretrained(path, **overrides)
+    else:
+        if path.exists() and not config_file.is_file():
+            raise CheckpointError(f"{path}: not a model folder (no config.json)")
+        try:
+            hf_config = AutoConfig.from_pretrained(name_or_path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot load model {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+        kwargs = dict(num_labels=num_labels)
+        if is_regression:
+            kwargs["problem_type"] = "regression"
+        if getattr(hf_config, "num_labels", None) != num_labels:
+            kwargs["ignore_mismatched_sizes"] = True
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True, **kwargs)
+        patch(model, ltp or LTPConfig())
+    return model
+
+
+def load_tokenizer(name_or_path: str):
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load a tokenizer for {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints whose trainer state was written (the last file a save writes), oldest first."""
+    found = []
+    for path in folder.glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and (path / "trainer_state.json").is_file() and any(path.glob("*.safetensors")):
+            found.append((int(match.group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir, args: StageArgs,
+              resume: bool = False) -> dict:
+    """Run one stage; the stage's final model is saved in ``output_dir/final``. Returns a summary."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {', '.join(STAGES)}; got {stage!r}")
+    args.validate()
+    output_dir = Path(output_dir)
+    done_file = output_dir / "final" / DONE
+    if resume and done_file.is_file():
+        log.warning("stage %s already finished in %s: skipping it", stage, output_dir)
+        return json.loads(done_file.read_text())
+
+    set_mode(model, {"finetune": "off", "soft": "soft", "hard": "hard"}[stage])
+    get_thresholds(model).requires_grad_(stage == "soft")
+    on_gpu = torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    strategy = "steps" if args.save_steps else "epoch"
+    training_args = TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=args.save_steps,
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        load_best_model_at_end=(stage == "hard"),
+        metric_for_best_model="metric",
+        greater_is_better=True,
+        logging_steps=args.logging_steps,
+        report_to=[],
+        seed=args.seed,
+        data_seed=args.seed,
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+        ddp_backend="gloo" if distributed and not on_gpu else None,
+        ddp_find_unused_parameters=False,
+        use_cpu=not on_gpu,
+        disable_tqdm=False,
+    )
+
+    def metrics_fn(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return compute_metrics(info.metric, logits, prediction.label_ids)
+
+    trainer = LTPTrainer(
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_fn,
+        threshold_lr=args.threshold_lr, callbacks=[ThresholdLogger(model)],
+    )
+    checkpoint = None
+    if resume:
+        complete = complete_checkpoints(output_dir)
+        if complete:
+            checkpoint = str(complete[-1])
+            log.warning("resuming stage %s from %s", stage, checkpoint)
+        else:
+            log.warning("--resume: no complete checkpoint in %s; stage %s starts from the beginning",
+                        output_dir, stage)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    summary = {"stage": stage, "global_step": result.global_step, "training_loss": result.training_loss,
+               "args": asdict(args), "best_checkpoint": trainer.state.best_model_checkpoint,
+               "thresholds": get_thresholds(model).detach().cpu().tolist()}
+    if trainer.is_world_process_zero():
+        final = output_dir / "final"
+        trainer.save_model(str(final))
+        tokenizer.save_pretrained(str(final))
+        (final / DONE).write_text(json.dumps(summary, indent=1))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return summary
+
+
+def set_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads (two processes on two cores must not each take two)."""
+    if threads:
+        torch.set_num_threads(threads)
+    elif "LOCAL_WORLD_SIZE" in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+
+
+def subsample(dataset, limit: int | None, seed: int = 0):
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    rng = np.random.default_rng(seed)
+    return dataset.select(sorted(rng.choice(len(dataset), size=limit, replace=False).tolist()))
+
+
+__all__ = ["STAGES", "StageArgs", "LTPTrainer", "load_model", "load_tokenizer", "run_stage",
+           "complete_checkpoints", "set_threads", "subsample", "LTPError"]
+
+
+def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "hard"),
+          ltp: LTPConfig | None = None, stage_args: dict | None = None, data_kwargs: dict | None = None,
+          resume: bool = False, max_length: int | None = None) -> dict:
+    """The whole recipe: load data and model, run ``stages`` in order, evaluate each on dev.
+
+    Each stage writes ``output_dir/<stage>/final`` (a loadable ltprune checkpoint) and
+    ``output_dir/<stage>/metrics.json``. Returns {stage: dev metrics}.
+    """
+    from .data import load_task, tokenize_task
+    from .evaluation import evaluate, write_metrics
+
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ConfigError(f"stages must be a non-empty list of {', '.join(STAGES)}; got {list(stages)}")
+    stage_args = stage_args or {}
+    output_dir = Path(output_dir)
+    dsd, info = load_task(task, **(data_kwargs or {}))
+    if "validation" not in dsd:
+        raise LTPError(f"task {task!r} has no validation split to evaluate on")
+    tokenizer = load_tokenizer(model_name_or_path)
+    tokenized = tokenize_task(dsd, tokenizer, info, max_length)
+    model = load_model(model_name_or_path, info.num_labels, info.is_regression, ltp)
+    results = {}
+    for stage in stages:
+        args = stage_args.get(stage, StageArgs())
+        eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
+        run_stage(model, tokenizer, tokenized["train"], eval_ds, info, stage, output_dir / stage, args, resume)
+        if stage == "finetune":
+            set_mode(model, "off")
+        result = evaluate(model, tokenized["validation"], info, tokenizer.pad_token_id)
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_metrics(result, output_dir / stage)
+        results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}
+        log.warning("%s: dev %s %.4f, relative FLOPs %.3f", stage, info.metric, result["metric"],
+                    result["relative_flops"])
+    return results
