@@ -107,6 +107,38 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_predict(a) -> int:
+    from .inference import predict
+    from .patch import from_pretrained
+    from .training import load_tokenizer, set_threads
+
+    set_threads(a.threads)
+    texts = list(a.texts)
+    if a.file:
+        try:
+            texts += [line.rstrip("\n") for line in Path(a.file).read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LTPError(f"cannot read {a.file}: {exc}") from None
+    model = from_pretrained(a.model, mode="hard")
+    tokenizer = load_tokenizer(a.model)
+    for item in predict(model, tokenizer, texts, a.batch_size, return_tokens=a.show_tokens):
+        print(json.dumps(item, ensure_ascii=False))
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from .bench import markdown, run_bench
+
+    parts = tuple(p.strip() for p in a.parts.split(","))
+    results = run_bench(a.output_dir, model_path=a.model, task=a.task,
+                        configs=tuple(c.strip() for c in a.configs.split(",")),
+                        batch_sizes=tuple(int(b) for b in a.batch_sizes.split(",")), target=a.target_flops,
+                        repeats=a.repeats, max_examples=a.max_examples, threads=a.threads, parts=parts)
+    print(markdown(results))
+    print(f"wrote {Path(a.output_dir) / 'bench.json'} and bench.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltprune", description="Learned Token Pruning for transformer encoders.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -157,6 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("predict", help="classify texts with an ltprune checkpoint",
+                       description="Classify raw texts (arguments and/or a file, one per line); JSON lines out.")
+    p.add_argument("--model", required=True)
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--file", help="a UTF-8 file with one text per line")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--show-tokens", action="store_true", help="list the tokens kept after each layer")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="throughput, decision-cost and overhead benchmarks -> bench.json + plot",
+                       description="Benchmarks measured side by side (interleaved, median of repeats).")
+    p.add_argument("--output-dir", default="runs/bench")
+    p.add_argument("--model", help="an ltprune checkpoint (default: the offline model, thresholds calibrated "
+                                    "to --target-flops)")
+    p.add_argument("--task", default="rotten_tomatoes", help="dev set to time on")
+    p.add_argument("--configs", default="minilm,bert-base",
+                   help="without --model: minilm (offline weights) and/or bert-base (random init, BERT-base size)")
+    p.add_argument("--batch-sizes", default="1,8,32,64")
+    p.add_argument("--target-flops", type=float, default=0.5, help="relative FLOPs to calibrate thresholds to")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-examples", type=int, help="limit the dev set")
+    p.add_argument("--parts", default="throughput,decision,overhead,probs")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

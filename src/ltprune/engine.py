@@ -73,6 +73,11 @@ class LTPRecords:
         return float(self.macs().sum() / self.baseline_macs().sum())
 
 
+#: How the packed layout runs attention: "loop" (one call per sequence: no padding at all) or
+#: "pad" (scatter into one padded batch for the attention call only).
+PACKED_ATTENTION = "loop"
+
+
 class _Padded:
     """(B, n, D) layout: alive tokens first in each row, padding after."""
 
@@ -167,6 +172,8 @@ class _Packed:
         return torch.ones_like(self.first), self.first, self.seq_id
 
     def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None):
+        if PACKED_ATTENTION == "pad" and self.lengths.numel() > 1:
+            return self._attention_padded(q, k, v, heads, need_probs, dropout_p)
         total, dim = q.shape
         sizes = self.lengths.tolist()
         splits = [t.view(total, heads, -1).transpose(0, 1).split(sizes, dim=1) for t in (q, k, v)]
@@ -183,6 +190,24 @@ class _Packed:
                 ctxs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p))
         ctx = torch.cat(ctxs, dim=1).transpose(0, 1).reshape(total, dim)
         return ctx, (torch.cat(raws) if need_probs else None)
+
+    def _attention_padded(self, q, k, v, heads, need_probs, dropout_p):
+        """Attention of a packed batch through one padded call: only attention sees padding."""
+        total, dim = q.shape
+        batch = self.lengths.numel()
+        width = int(self.lengths.max())
+        starts = torch.cumsum(self.lengths, 0) - self.lengths
+        slot = torch.arange(total, device=q.device) - starts[self.seq_id]
+        flat = self.seq_id * width + slot
+        alive = torch.arange(width, device=q.device)[None, :] < self.lengths[:, None]
+        grid = _Padded(None, alive, None, None)
+
+        def pad(t):
+            return t.new_zeros(batch * width, dim).index_copy(0, flat, t).view(batch, width, dim)
+
+        ctx, raw = grid.attention(pad(q), pad(k), pad(v), heads, need_probs, dropout_p)
+        ctx = ctx.reshape(batch * width, dim).index_select(0, flat)
+        return ctx, (raw.index_select(0, flat) if raw is not None else None)
 
     def pruned(self, keep):
         gone = (~keep).nonzero().squeeze(1)

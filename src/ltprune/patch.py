@@ -100,8 +100,9 @@ def _check_lengths(config: LTPConfig, num_layers: int) -> None:
 def _capture_mask(state: _LTPState):
     def hook(module, args, kwargs):
         mask = kwargs.get("attention_mask")
-        if mask is None and len(args) > 1:
-            mask = args[1]
+        position = state.adapter.mask_position
+        if mask is None and position is not None and len(args) > position:
+            mask = args[position]
         if mask is not None and mask.dim() != 2:
             raise LTPError(f"ltprune needs a 2-D (batch, length) attention_mask, got shape {tuple(mask.shape)}")
         state.mask = mask
@@ -111,23 +112,30 @@ def _capture_mask(state: _LTPState):
 
 
 def _make_encoder_forward(state: _LTPState):
-    def forward(encoder, hidden_states, attention_mask=None, *args, **kwargs):
-        from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions as Output
-
+    def forward(encoder, *args, **kwargs):
         mask, state.mask = state.mask, None
-        if mask is None:
-            mask = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
         if state.config.mode == "off":
-            out = state.original_forward(hidden_states, attention_mask, *args, **kwargs)
-            state.records = _unpruned_records(state, mask)
+            out = state.original_forward(*args, **kwargs)
+            state.records = _unpruned_records(state, _mask_or_all(mask, out[0]))
             return out
-        hidden, records = run_encoder(
-            state.adapter, state.adapter.layers(state.base), state.dims, state.config,
-            getattr(encoder, THRESHOLDS), hidden_states, mask.to(hidden_states.device), encoder.training)
-        state.records = records
-        return Output(last_hidden_state=hidden)
+
+        def run(hidden_states):
+            hidden, state.records = run_encoder(
+                state.adapter, state.adapter.layers(state.base), state.dims, state.config,
+                getattr(encoder, THRESHOLDS), hidden_states,
+                _mask_or_all(mask, hidden_states).to(hidden_states.device), encoder.training)
+            return hidden
+
+        return state.adapter.encoder_forward(encoder, run, *args, **kwargs)
 
     return forward
+
+
+def _mask_or_all(mask, hidden_states):
+    """The captured padding mask, or every position alive when the caller gave none."""
+    if mask is None:
+        return torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
+    return mask
 
 
 def _unpruned_records(state: _LTPState, mask: torch.Tensor) -> LTPRecords:
@@ -142,8 +150,8 @@ def _unpruned_records(state: _LTPState, mask: torch.Tensor) -> LTPRecords:
 def _attach_records(state: _LTPState, model: nn.Module):
     def hook(module, args, output):
         records, state.records = state.records, None
-        if records is None:
-            return output
+        if records is None or isinstance(output, tuple):
+            return output  # return_dict=False: a plain tuple has no room for the records
         output.ltp = records  # an attribute, not a dict key: tuples and Trainer are unaffected
         cfg = state.config
         if (cfg.add_reg_to_loss and records.reg_loss is not None and cfg.lambda_ > 0

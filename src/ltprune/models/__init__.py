@@ -5,8 +5,11 @@ from __future__ import annotations
 from ..errors import UnsupportedModelError
 from .base import Dims, FamilyAdapter
 from .bert import BertFamily
+from .distilbert import DistilBertFamily
+from .electra import ElectraFamily
+from .vit import ViTFamily
 
-ADAPTERS: tuple[FamilyAdapter, ...] = (BertFamily(),)
+ADAPTERS: tuple[FamilyAdapter, ...] = (BertFamily(), DistilBertFamily(), ElectraFamily(), ViTFamily())
 
 
 def supported_classes() -> list[str]:

@@ -28,6 +28,9 @@ class FamilyAdapter:
     model_types: tuple[str, ...] = ()
     #: transformers class names this adapter is tested with (listed in errors and the README).
     model_classes: tuple[str, ...] = ()
+    #: Index of ``attention_mask`` among the base model's positional forward arguments, where the
+    #: mask hook looks when it is not passed by name (ViTModel takes it 4th); None: by name only.
+    mask_position: int | None = 1
 
     def base_model(self, model: nn.Module) -> nn.Module:
         return model.base_model
@@ -55,3 +58,14 @@ class FamilyAdapter:
 
     def feed_forward(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def encoder_forward(self, encoder: nn.Module, run, hidden_states, attention_mask=None, *args, **kwargs):
+        """What replaces ``encoder.forward`` when pruning; ``run(hidden)`` runs every layer.
+
+        The default fits an encoder module that the base model calls with the embeddings and
+        reads ``.last_hidden_state`` from (BERT). Override it where the stock forward does more
+        than the layer loop (ViT's base model has no encoder module) or returns another class.
+        """
+        from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions as Output
+
+        return Output(last_hidden_state=run(hidden_states))

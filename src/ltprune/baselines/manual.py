@@ -1,0 +1,35 @@
+"""The manual-threshold baseline (paper §4.4): theta_l = theta_L * l / L, never learned.
+
+Same rule and engine as LTP, only the thresholds are hand-set; the gap to LTP at equal FLOPs
+measures what the soft stage's threshold learning is worth.
+"""
+
+from __future__ import annotations
+
+from ..patch import get_config, get_thresholds, patch, set_thresholds
+from ..pruning import manual_thresholds
+
+
+def configure_manual(model, final_threshold: float):
+    """Threshold rule with theta_l = final_threshold * l / L; returns the model."""
+    if not final_threshold >= 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"final threshold must be >= 0, got {final_threshold}")
+    patch(model, get_config(model).replace(method="threshold", final_threshold=float(final_threshold),
+                                           keep_ratios=None, keep_lengths=None))
+    # set after patch: patch re-initialises the thresholds when final_threshold changes
+    set_thresholds(model, manual_thresholds(get_thresholds(model).numel(), final_threshold))
+    return model
+
+
+def train_manual(model, tokenizer, train_ds, eval_ds, info, output_dir, final_threshold: float, args,
+                 resume: bool = False) -> dict:
+    """Manual thresholds = the hard stage only (no soft stage): the thresholds stay frozen."""
+    from ..training import run_stage
+
+    configure_manual(model, final_threshold)
+    return run_stage(model, tokenizer, train_ds, eval_ds, info, "hard", output_dir, args, resume)
+
+
+__all__ = ["manual_thresholds", "configure_manual", "train_manual"]

@@ -1,0 +1,357 @@
+"""Benchmarks (METHOD §6, paper Fig. 6 and A.1): is pruning as fast as its FLOPs say?
+
+1. throughput vs batch size: stock ``sdpa`` model (same weights, length-sorted batches: the
+   fastest honest baseline) vs LTP ``padded`` vs LTP ``packed``, with the FLOPs reduction of the
+   very same batches and realised / theoretical = speed-up / FLOPs reduction;
+2. decision cost: top-k vs threshold on (32, n) scores, alone and with the compaction after;
+3. overhead at zero pruning, and the cost of the attention probabilities the scores need.
+
+Every comparison interleaves its variants and reports the median of repeats (``timing``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .evaluation import collate, length_sorted_batches
+from .patch import get_config, get_thresholds, patch, set_mode, set_thresholds
+from .timing import time_variants
+
+
+def _batches(dataset, pad_id, batch_size):
+    rows = [{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names}
+            for i in range(len(dataset))]
+    index = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
+    return [collate([rows[i] for i in idx], pad_id) for idx in index]
+
+
+def _pass(model, batches):
+    def run():
+        with torch.no_grad():
+            for batch in batches:
+                model(**batch)
+    return run
+
+
+def flops_reduction(model, batches) -> float:
+    """Unpruned MACs / pruned MACs over exactly these batches (unpadded accounting)."""
+    total = base = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            rec = model(**batch).ltp
+            total += float(rec.macs().sum())
+            base += float(rec.baseline_macs().sum())
+    return base / total
+
+
+def calibrate_thresholds(model, batches, target: float, iters: int = 18) -> float:
+    """Scale a linear threshold ramp until relative FLOPs on ``batches`` is about ``target``.
+
+    For benchmarking a model that was not trained with LTP (random init, or the offline model):
+    the thresholds then set a realistic, input-dependent amount of pruning.
+    """
+    layers = get_thresholds(model).numel()
+    lo, hi = 0.0, 1.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        set_thresholds(model, torch.linspace(0, mid, layers))
+        if 1.0 / flops_reduction(model, batches) > target:
+            lo = mid
+        else:
+            hi = mid
+    set_thresholds(model, torch.linspace(0, hi, layers))
+    return hi
+
+
+def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 64), repeats=5,
+                        max_examples_batch1: int = 128) -> list[dict]:
+    """Fig. 6: sequences/s of the stock model and both LTP layouts, per batch size."""
+    padded = copy.deepcopy(pruned)
+    patch(padded, get_config(pruned).replace(layout="padded", mode="hard"))
+    packed = pruned
+    patch(packed, get_config(pruned).replace(layout="packed", mode="hard"))
+    rows = []
+    for bs in batch_sizes:
+        data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
+        batches = _batches(data, pad_id, bs)
+        reduction = flops_reduction(packed, batches)
+        t = time_variants({"unpruned": _pass(stock, batches), "padded": _pass(padded, batches),
+                           "packed": _pass(packed, batches)}, repeats=repeats)
+        n = len(data)
+        row = {"batch_size": bs, "num_sequences": n, "flops_reduction": reduction}
+        for name in ("unpruned", "padded", "packed"):
+            row[name] = {"sequences_per_s": n / t[name]["median"], "median_s": t[name]["median"],
+                         "min_s": t[name]["min"], "max_s": t[name]["max"]}
+            if name != "unpruned":
+                speedup = t["unpruned"]["median"] / t[name]["median"]
+                row[name]["speedup"] = speedup
+                row[name]["realised_over_theoretical"] = speedup / reduction
+        rows.append(row)
+    return rows
+
+
+def decision_cost(batch=32, lengths=(128, 256, 512, 1024), keep=(0.1, 0.2, 0.3, 0.4, 0.5), hidden=768,
+                  repeats=7, inner=20) -> list[dict]:
+    """Fig. A.1: top-k vs threshold on (batch, n) scores, alone and with the compaction after.
+
+    Compaction = the gather of the kept rows of the (batch * n, hidden) states that follows
+    either decision (threshold: nonzero + index_select; top-k: index_select of its indices).
+    """
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for n in lengths:
+        scores = torch.rand(batch, n, generator=gen).softmax(-1)
+        states = torch.randn(batch * n, hidden, generator=gen)
+        offsets = (torch.arange(batch) * n)[:, None]
+        for ratio in keep:
+            k = max(1, int(round(ratio * n)))
+            theta = scores.kthvalue(n - k + 1, dim=-1, keepdim=True).values  # keeps about k per row
+
+            def threshold():
+                for _ in range(inner):
+                    scores >= theta
+
+            def topk():
+                for _ in range(inner):
+                    torch.topk(scores, k, dim=-1)
+
+            def threshold_gather():
+                for _ in range(inner):
+                    idx = (scores >= theta).flatten().nonzero().squeeze(1)
+                    states.index_select(0, idx)
+
+            def topk_gather():
+                for _ in range(inner):
+                    idx = torch.topk(scores, k, dim=-1).indices.sort(-1).values
+                    states.index_select(0, (idx + offsets).flatten())
+
+            t = time_variants({"threshold": threshold, "topk": topk, "threshold+gather": threshold_gather,
+                               "topk+gather": topk_gather}, repeats=repeats)
+            us = {name: v["median"] / inner * 1e6 for name, v in t.items()}
+            rows.append({"n": n, "keep": ratio, "us": us,
+                         "topk_over_threshold": us["topk"] / us["threshold"],
+                         "with_gather_ratio": us["topk+gather"] / us["threshold+gather"]})
+    return rows
+
+
+def overhead_at_zero_pruning(stock, pruned, dataset, pad_id, batch_sizes=(1, 32), repeats=5,
+                             max_examples_batch1: int = 128) -> list[dict]:
+    """The patched model removing nothing vs the stock sdpa model (what patching itself costs)."""
+    zero = copy.deepcopy(pruned)
+    set_thresholds(zero, torch.zeros_like(get_thresholds(zero)))
+    variants = {}
+    for layout in ("packed", "padded"):
+        variants[layout] = copy.deepcopy(zero)
+        patch(variants[layout], get_config(zero).replace(layout=layout, mode="hard"))
+    off = copy.deepcopy(zero)
+    set_mode(off, "off")
+    rows = []
+    for bs in batch_sizes:
+        data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
+        batches = _batches(data, pad_id, bs)
+        t = time_variants({"stock": _pass(stock, batches), "off": _pass(off, batches),
+                           **{f"hard-{k}": _pass(v, batches) for k, v in variants.items()}}, repeats=repeats)
+        rows.append({"batch_size": bs, **{f"{name}_over_stock": t[name]["median"] / t["stock"]["median"]
+                                          for name in t if name != "stock"}})
+    return rows
+
+
+def probability_cost(hidden=768, heads=12, batch=32, lengths=(64, 128, 256, 512), repeats=7) -> list[dict]:
+    """Extra cost of materialising attention probabilities (for the scores) vs fused sdpa,
+    as a fraction of one full encoder layer's time at that length."""
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    dh = hidden // heads
+    ffn = torch.nn.Sequential(torch.nn.Linear(hidden, 4 * hidden), torch.nn.GELU(), torch.nn.Linear(4 * hidden, hidden))
+    proj = torch.nn.Linear(hidden, 4 * hidden)  # Q, K, V and the output projection: 4 D x D
+    for n in lengths:
+        x = torch.randn(batch, n, hidden, generator=gen)
+        q, k, v = (torch.randn(batch, heads, n, dh, generator=gen) for _ in range(3))
+
+        def sdpa():
+            with torch.no_grad():
+                F.scaled_dot_product_attention(q, k, v)
+
+        def explicit():
+            with torch.no_grad():
+                p = (q @ k.transpose(-1, -2) * dh ** -0.5).softmax(-1)
+                p.sum(dim=(1, 2))
+                p @ v
+
+        def dense():
+            with torch.no_grad():
+                proj(x)
+                ffn(x)
+
+        t = time_variants({"sdpa": sdpa, "explicit": explicit, "dense": dense}, repeats=repeats)
+        layer = t["dense"]["median"] + t["sdpa"]["median"]
+        rows.append({"n": n, "extra_fraction_of_layer": (t["explicit"]["median"] - t["sdpa"]["median"]) / layer,
+                     "sdpa_ms": t["sdpa"]["median"] * 1e3, "explicit_ms": t["explicit"]["median"] * 1e3,
+                     "layer_ms": layer * 1e3})
+    return rows
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def plot(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for model_name, rows in results.get("throughput", {}).items():
+        bs = [r["batch_size"] for r in rows]
+        for layout, style in (("packed", "-o"), ("padded", "--s")):
+            axes[0].plot(bs, [r[layout]["speedup"] for r in rows], style, label=f"{model_name} {layout}")
+        axes[0].plot(bs, [r["flops_reduction"] for r in rows], ":", color="gray")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("batch size")
+    axes[0].set_ylabel("speed-up over stock sdpa (dotted: FLOPs reduction)")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("Throughput gain vs batch size")
+    dec = results.get("decision_cost", [])
+    for ratio in sorted({r["keep"] for r in dec}):
+        sub = [r for r in dec if r["keep"] == ratio]
+        axes[1].plot([r["n"] for r in sub], [r["topk_over_threshold"] for r in sub], "-o", label=f"keep {ratio:.0%}")
+    if dec:
+        axes[1].plot([r["n"] for r in dec if r["keep"] == dec[0]["keep"]],
+                     [r["with_gather_ratio"] for r in dec if r["keep"] == dec[0]["keep"]], "k--",
+                     label=f"with gather, keep {dec[0]['keep']:.0%}")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xlabel("sequence length n (batch 32)")
+    axes[1].set_ylabel("top-k time / threshold time")
+    axes[1].set_title("Decision cost")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save(results: dict, output_dir) -> Path:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "bench.json"
+    path.write_text(json.dumps(results, indent=1))
+    plot(results, output_dir / "bench.png")
+    return path
+
+
+def _bench_models(model_path, config_name: str, target: float, batches_for_calibration):
+    """(stock, pruned) with the same weights. A given ltprune checkpoint keeps its learned
+    thresholds; otherwise thresholds are calibrated to ``target`` relative FLOPs."""
+    import transformers
+
+    from .patch import from_pretrained
+    from .resources import offline_model_dir
+
+    if model_path is not None:
+        pruned = from_pretrained(model_path, mode="hard")
+        stock = transformers.AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+        return stock, pruned.eval(), None
+    if config_name == "bert-base":
+        torch.manual_seed(0)
+        cfg = transformers.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                      intermediate_size=3072, num_labels=2, initializer_range=0.2)
+        stock = transformers.BertForSequenceClassification(cfg).eval()
+    else:
+        stock = transformers.AutoModelForSequenceClassification.from_pretrained(offline_model_dir(), num_labels=2).eval()
+    pruned = patch(copy.deepcopy(stock), LTPConfig(mode="hard"))
+    ramp = calibrate_thresholds(pruned, batches_for_calibration, target)
+    return stock, pruned, ramp
+
+
+def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", configs=("minilm",),
+              batch_sizes=(1, 8, 32, 64), target=0.5, repeats=5, max_examples=None, threads=2,
+              parts=("throughput", "decision", "overhead", "probs")) -> dict:
+    from .data import load_task, tokenize_task
+    from .resources import offline_model_dir
+    from .training import load_tokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = load_tokenizer(str(model_path or offline_model_dir()))
+    dsd, info = load_task(task, max_eval_examples=max_examples)
+    dev = tokenize_task({"validation": dsd["validation"]}, tokenizer, info)["validation"]
+    results = {"environment": environment(), "task": task, "num_sequences": len(dev),
+               "mean_length": sum(len(x) for x in dev["input_ids"]) / len(dev),
+               "throughput": {}, "models": {}}
+    calibration = _batches(dev.select(range(min(len(dev), 256))), tokenizer.pad_token_id, 32)
+    for name in (["checkpoint"] if model_path else list(configs)):
+        data = dev if name != "bert-base" else dev.select(range(min(len(dev), 256)))
+        stock, pruned, ramp = _bench_models(model_path, name, target, calibration)
+        results["models"][name] = {"layers": stock.config.num_hidden_layers, "hidden": stock.config.hidden_size,
+                                   "calibrated_final_threshold": ramp,
+                                   "thresholds": get_thresholds(pruned).tolist()}
+        if "throughput" in parts:
+            print(f"[bench] throughput vs batch size: {name}", flush=True)
+            results["throughput"][name] = throughput_vs_batch(
+                stock, pruned, data, tokenizer.pad_token_id, batch_sizes,
+                repeats=repeats if name != "bert-base" else max(3, repeats // 2))
+        if "overhead" in parts and name != "bert-base":
+            print(f"[bench] overhead at zero pruning: {name}", flush=True)
+            results["overhead"] = overhead_at_zero_pruning(stock, pruned, data, tokenizer.pad_token_id,
+                                                           repeats=repeats)
+    if "decision" in parts:
+        print("[bench] decision cost", flush=True)
+        results["decision_cost"] = decision_cost()
+    if "probs" in parts:
+        print("[bench] attention-probability cost", flush=True)
+        results["probability_cost"] = probability_cost()
+    save(results, output_dir)
+    return results
+
+
+def markdown(results: dict) -> str:
+    """The tables of docs/BENCHMARKS.md, from a bench.json."""
+    out = []
+    env = results["environment"]
+    out.append(f"torch {env['torch']}, {env['threads']} threads, {env['processor']}; task {results['task']} dev, "
+               f"{results['num_sequences']} sequences, mean {results['mean_length']:.1f} tokens.\n")
+    for name, rows in results.get("throughput", {}).items():
+        m = results["models"][name]
+        out.append(f"### Throughput vs batch size: {name} ({m['layers']} layers, hidden {m['hidden']})\n")
+        out.append("| batch | FLOPs reduction | stock seq/s | padded seq/s | padded speed-up | padded realised/theoretical "
+                   "| packed seq/s | packed speed-up | packed realised/theoretical |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            out.append(f"| {r['batch_size']} | {r['flops_reduction']:.2f}x | {r['unpruned']['sequences_per_s']:.1f} | "
+                       f"{r['padded']['sequences_per_s']:.1f} | {r['padded']['speedup']:.2f}x | "
+                       f"{r['padded']['realised_over_theoretical']:.2f} | {r['packed']['sequences_per_s']:.1f} | "
+                       f"{r['packed']['speedup']:.2f}x | {r['packed']['realised_over_theoretical']:.2f} |")
+        out.append("")
+    if results.get("overhead"):
+        out.append("### Overhead at zero pruning (time / stock sdpa time)\n")
+        keys = [k for k in results["overhead"][0] if k != "batch_size"]
+        out.append("| batch | " + " | ".join(keys) + " |")
+        out.append("|---|" + "---|" * len(keys))
+        for r in results["overhead"]:
+            out.append(f"| {r['batch_size']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+        out.append("")
+    if results.get("decision_cost"):
+        out.append("### Decision cost, batch 32 (microseconds per call; ratios top-k / threshold)\n")
+        out.append("| n | keep | threshold | top-k | top-k / threshold | threshold+gather | top-k+gather | ratio with gather |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for r in results["decision_cost"]:
+            u = r["us"]
+            out.append(f"| {r['n']} | {r['keep']:.0%} | {u['threshold']:.1f} | {u['topk']:.1f} | "
+                       f"{r['topk_over_threshold']:.1f}x | {u['threshold+gather']:.1f} | {u['topk+gather']:.1f} | "
+                       f"{r['with_gather_ratio']:.2f}x |")
+        out.append("")
+    if results.get("probability_cost"):
+        out.append("### Cost of the attention probabilities (BERT-base layer, batch 32)\n")
+        out.append("| n | fused sdpa ms | explicit softmax + scores ms | layer ms | extra, share of a layer |")
+        out.append("|---|---|---|---|---|")
+        for r in results["probability_cost"]:
+            out.append(f"| {r['n']} | {r['sdpa_ms']:.2f} | {r['explicit_ms']:.2f} | {r['layer_ms']:.2f} | "
+                       f"{r['extra_fraction_of_layer']:.1%} |")
+        out.append("")
+    return "\n".join(out)

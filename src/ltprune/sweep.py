@@ -1,0 +1,529 @@
+"""Accuracy–FLOPs curves (paper Fig. 4, Table 1): one trained point per knob value and method.
+
+Knobs: LTP's lambda (soft + hard stages from the fine-tuned model), top-k's final keep ratio and
+the manual baseline's final threshold (hard stage only), LAT's FLOPs target (one LengthDrop
+model, one evolutionary search per target). Every point lands in ``output_dir/points.json`` as
+soon as it is done, and a point already there (same task, method and knob) is never recomputed,
+so an interrupted sweep is resumed by running it again; an interrupted training stage inside a
+point resumes from its last complete checkpoint.
+
+Layout::
+
+    output_dir/points.json            {"points": [{method, knob, metric, relative_flops, ...}]}
+    output_dir/unpruned/metrics.json  the fine-tuned model itself (the horizontal line)
+    output_dir/<method>/<knob>/...    each point's stages and metrics.json
+    output_dir/lat/lengthdrop/final   the LengthDrop model all LAT points share
+    output_dir/curve.png              plot_sweep
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from .config import LTPConfig
+from .errors import ConfigError, LTPError
+
+log = logging.getLogger("ltprune")
+
+METHODS = ("ltp", "topk", "manual", "lat")
+KNOB_NAMES = {"ltp": "lambda", "topk": "final keep ratio", "manual": "final threshold", "lat": "FLOPs target"}
+DEFAULT_KNOBS = {
+    "ltp": [0.01, 0.05, 0.1, 0.2, 0.4],            # paper: 0.001 to 0.4
+    "topk": [0.75, 0.5, 0.25, 0.0, -0.5, -1.0],    # paper: 1.0 down to -1.0
+    "manual": [0.001, 0.002, 0.005, 0.01, 0.02],   # METHOD §9: sweep below 0.01 too
+    "lat": [0.9, 0.75, 0.6, 0.5, 0.4],
+}
+STAGE_NAMES = ("finetune", "soft", "hard", "lengthdrop")
+POINTS = "points.json"
+UNPRUNED = "unpruned"
+
+
+# --------------------------------------------------------------------------------------------
+# points.json
+# --------------------------------------------------------------------------------------------
+
+
+def _same_knob(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def load_points(output_dir) -> list[dict]:
+    path = Path(output_dir) / POINTS
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LTPError(f"{path}: unreadable JSON ({exc})") from None
+    return list(data.get("points", []))
+
+
+def _save_points(output_dir, points: list[dict]) -> None:
+    path = Path(output_dir) / POINTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"points": points}, indent=1))
+    os.replace(tmp, path)  # atomic: an interrupted sweep never leaves a truncated file
+
+
+def find_point(points: list[dict], task: str, method: str, knob) -> dict | None:
+    for p in points:
+        if p.get("task") == task and p["method"] == method and _same_knob(p.get("knob"), knob):
+            return p
+    return None
+
+
+def _add_point(output_dir, point: dict) -> None:
+    points = [p for p in load_points(output_dir)
+              if not (p.get("task") == point["task"] and p["method"] == point["method"]
+                      and _same_knob(p.get("knob"), point["knob"]))]
+    points.append(point)
+    _save_points(output_dir, points)
+
+
+def _point(method: str, knob, result: dict, run_dir: Path, **extra) -> dict:
+    return {"task": result["task"], "method": method, "knob": None if knob is None else float(knob),
+            "metric_name": result["metric_name"], "metric": result["metric"],
+            "relative_flops": result["relative_flops"], "gflops": result["gflops"],
+            "baseline_gflops": result["baseline_gflops"], "run_dir": str(run_dir), **extra}
+
+
+def knob_dirname(knob: float) -> str:
+    return f"{float(knob):g}"
+
+
+# --------------------------------------------------------------------------------------------
+# running a sweep
+# --------------------------------------------------------------------------------------------
+
+
+class _Context:
+    """What every point of a sweep shares: data, tokenizer, the fine-tuned checkpoint, settings."""
+
+    def __init__(self, model, task, output_dir, ltp, stage_args, data_kwargs, max_length,
+                 eval_batch_size, search_kwargs, length_drop_prob):
+        from .data import load_task, tokenize_task
+        from .training import StageArgs, load_tokenizer
+
+        self.model_path = str(model)
+        self.output_dir = Path(output_dir)
+        self.ltp = ltp or LTPConfig()
+        self.stage_args = {name: StageArgs() for name in STAGE_NAMES}
+        unknown = set(stage_args or {}) - set(STAGE_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown stages in stage_args: {sorted(unknown)} (known: {', '.join(STAGE_NAMES)})")
+        self.stage_args.update(stage_args or {})
+        self.eval_batch_size = eval_batch_size
+        self.search_kwargs = dict(search_kwargs or {})
+        self.length_drop_prob = length_drop_prob
+        dsd, self.info = load_task(task, **(data_kwargs or {}))
+        if "validation" not in dsd:
+            raise LTPError(f"task {task!r} has no validation split to evaluate on")
+        self.tokenizer = load_tokenizer(self.model_path)
+        self.data = tokenize_task(dsd, self.tokenizer, self.info, max_length)
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def load(self, path=None, ltp: LTPConfig | None = None):
+        """A fresh patched copy of the checkpoint, thresholds at their initial schedule."""
+        from .patch import get_thresholds, set_thresholds
+        from .pruning import init_thresholds
+        from .training import load_model
+
+        ltp = ltp or self.ltp
+        model = load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp)
+        # an ltprune checkpoint brings the thresholds it was saved with: start every point alike
+        set_thresholds(model, init_thresholds(get_thresholds(model).numel(), ltp.final_threshold))
+        return model
+
+    def stage(self, model, stage: str, run_dir: Path, args_name: str | None = None):
+        """Run one stage unless it already finished (then load its result); returns the model."""
+        from .patch import from_pretrained
+        from .training import DONE, complete_checkpoints, run_stage, subsample
+
+        args = self.stage_args[args_name or stage]
+        if (run_dir / "final" / DONE).is_file():
+            log.warning("sweep: %s already done in %s, loading it", stage, run_dir)
+            return from_pretrained(run_dir / "final")
+        eval_ds = subsample(self.data["validation"], args.max_eval_examples_during_training, args.seed)
+        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
+        run_stage(model, self.tokenizer, self.data["train"], eval_ds, self.info, stage, run_dir, args, resume)
+        return model
+
+    def evaluate(self, model, run_dir: Path) -> dict:
+        from .evaluation import evaluate, write_metrics
+
+        result = evaluate(model, self.data["validation"], self.info, self.pad_id, self.eval_batch_size)
+        write_metrics(result, run_dir)
+        return result
+
+
+def _finetune(ctx: _Context) -> str:
+    """Fine-tune the base checkpoint once (output_dir/finetune); returns the checkpoint to sweep from."""
+    from .training import DONE
+
+    run_dir = ctx.output_dir / "finetune"
+    if not (run_dir / "final" / DONE).is_file():
+        ctx.stage(ctx.load(), "finetune", run_dir)
+    return str(run_dir / "final")
+
+
+def _unpruned_point(ctx: _Context) -> dict:
+    from .patch import set_mode
+
+    model = ctx.load()
+    set_mode(model, "off")
+    run_dir = ctx.output_dir / UNPRUNED
+    return _point(UNPRUNED, None, ctx.evaluate(model, run_dir), run_dir)
+
+
+def _ltp_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
+    from .patch import get_thresholds
+
+    model = ctx.load(ltp=ctx.ltp.replace(lambda_=float(knob), method="threshold", keep_ratios=None,
+                                         keep_lengths=None))
+    model = ctx.stage(model, "soft", run_dir / "soft")
+    model = ctx.stage(model, "hard", run_dir / "hard")
+    thresholds = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
+    return _point("ltp", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds)
+
+
+def _topk_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
+    from .baselines.topk import configure_topk
+    from .patch import get_config
+
+    model = ctx.stage(configure_topk(ctx.load(), knob), "hard", run_dir / "hard")
+    return _point("topk", knob, ctx.evaluate(model, run_dir), run_dir, keep_ratios=get_config(model).keep_ratios)
+
+
+def _manual_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
+    from .baselines.manual import configure_manual
+    from .patch import get_thresholds
+
+    if knob < 0:
+        raise ConfigError(f"manual final threshold must be >= 0, got {knob}")
+    model = ctx.stage(configure_manual(ctx.load(), knob), "hard", run_dir / "hard")
+    thresholds = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
+    return _point("manual", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds)
+
+
+def _lengthdrop_model(ctx: _Context):
+    """The one LengthDrop model of the sweep (trained once, then loaded)."""
+    from .baselines.lat import run_lengthdrop
+    from .patch import from_pretrained, set_mode
+    from .training import DONE, complete_checkpoints, subsample
+
+    run_dir = ctx.output_dir / "lat" / "lengthdrop"
+    if (run_dir / "final" / DONE).is_file():
+        model = from_pretrained(run_dir / "final")
+    else:
+        model = ctx.load()
+        args = ctx.stage_args["lengthdrop"]
+        eval_ds = subsample(ctx.data["validation"], args.max_eval_examples_during_training, args.seed)
+        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
+        run_lengthdrop(model, ctx.tokenizer, ctx.data["train"], eval_ds, ctx.info, run_dir, args,
+                       length_drop_prob=ctx.length_drop_prob, resume=resume)
+    set_mode(model, "off")
+    return model
+
+
+def _lat_point(ctx: _Context, model, knob: float, run_dir: Path) -> dict:
+    from .baselines.lat import configure_length, search_length_config
+    from .patch import get_config, patch
+
+    if not 0 < knob:
+        raise ConfigError(f"LAT FLOPs target must be > 0, got {knob}")
+    kwargs = {"length_drop_prob": ctx.length_drop_prob, "batch_size": ctx.eval_batch_size, **ctx.search_kwargs}
+    best = search_length_config(model, ctx.data["validation"], ctx.info, ctx.pad_id, float(knob),
+                                state_file=run_dir / "search.json", **kwargs)
+    base = get_config(model)
+    configure_length(model, best["keep_lengths"])
+    try:
+        result = ctx.evaluate(model, run_dir)
+    finally:
+        patch(model, base)
+    return _point("lat", knob, result, run_dir, keep_lengths=best["keep_lengths"],
+                  lengthdrop_model=str(ctx.output_dir / "lat" / "lengthdrop" / "final"))
+
+
+def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: bool = False,
+              ltp: LTPConfig | None = None, stage_args: dict | None = None, data_kwargs: dict | None = None,
+              max_length: int | None = None, eval_batch_size: int = 64, search_kwargs: dict | None = None,
+              length_drop_prob: float = 0.2) -> list[dict]:
+    """Train and evaluate one point per knob; returns the points of ``method`` (new and reused).
+
+    ``method``: ltp, topk, manual, lat, or ``all`` (then ``knobs`` is None for the defaults or a
+    dict method -> knobs). ``model``: a checkpoint fine-tuned on the task, or with
+    ``finetune=True`` a base checkpoint fine-tuned first (once, in ``output_dir/finetune``).
+    ``ltp``: the LTP settings shared by all points (final threshold, temperature, layout, ...).
+    ``stage_args``: StageArgs per stage name (finetune, soft, hard, lengthdrop).
+    ``search_kwargs``: passed to ``baselines.lat.search_length_config`` (population, generations, ...).
+    The unpruned model's dev result is stored as method ``unpruned`` (knob None).
+    """
+    if method == "all":
+        if knobs is not None and not isinstance(knobs, dict):
+            raise ConfigError("with method 'all', knobs must be None (the defaults) or a dict method -> knobs")
+        methods = list(METHODS)
+    elif method in METHODS:
+        methods = [method]
+        knobs = {method: knobs}
+    else:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)} or all; got {method!r}")
+    plan = {}
+    for m in methods:
+        values = (knobs or {}).get(m)
+        values = list(DEFAULT_KNOBS[m]) if values is None else [float(v) for v in values]
+        if not values or not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"knobs for {m} must be a non-empty list of finite numbers, got {values}")
+        plan[m] = values
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ctx = _Context(model, task, output_dir, ltp, stage_args, data_kwargs, max_length, eval_batch_size,
+                   search_kwargs, length_drop_prob)
+    if finetune:
+        ctx.model_path = _finetune(ctx)
+    task_name = ctx.info.name
+    if find_point(load_points(output_dir), task_name, UNPRUNED, None) is None:
+        _add_point(output_dir, _unpruned_point(ctx))
+
+    out = []
+    for m, values in plan.items():
+        lat_model = None
+        for knob in values:
+            found = find_point(load_points(output_dir), task_name, m, knob)
+            if found is not None:
+                log.warning("sweep: %s %s=%g already in %s, reusing it", m, KNOB_NAMES[m], knob, POINTS)
+                out.append(found)
+                continue
+            run_dir = output_dir / m / knob_dirname(knob)
+            log.warning("sweep: %s %s=%g -> %s", m, KNOB_NAMES[m], knob, run_dir)
+            if m == "lat":
+                lat_model = lat_model if lat_model is not None else _lengthdrop_model(ctx)
+                point = _lat_point(ctx, lat_model, knob, run_dir)
+            else:
+                point = {"ltp": _ltp_point, "topk": _topk_point, "manual": _manual_point}[m](ctx, knob, run_dir)
+            _add_point(output_dir, point)
+            out.append(point)
+            log.warning("sweep: %s %s=%g: %s %.4f at %.3f relative FLOPs", m, KNOB_NAMES[m], knob,
+                        point["metric_name"], point["metric"], point["relative_flops"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1 and the plot
+# --------------------------------------------------------------------------------------------
+
+
+def table1(points, tolerance: float = 0.01) -> dict:
+    """Per task and method: the lowest relative FLOPs within ``tolerance`` (absolute metric, i.e.
+    1 point) of the unpruned model (paper Table 1). ``points``: a list, or a sweep folder.
+
+    Returns {task: {"unpruned": {...}, method: {knob, metric, drop, relative_flops,
+    flops_reduction} or None when no point is within the tolerance}}.
+    """
+    if isinstance(points, (str, os.PathLike)):
+        points = load_points(points)
+    out: dict = {}
+    for task in dict.fromkeys(p.get("task") for p in points):
+        rows = [p for p in points if p.get("task") == task]
+        ref = next((p for p in rows if p["method"] == UNPRUNED), None)
+        if ref is None:
+            log.warning("table1: no unpruned point for task %s; skipping it", task)
+            continue
+        entry = {UNPRUNED: {"metric": ref["metric"], "relative_flops": 1.0, "metric_name": ref.get("metric_name")}}
+        methods = [m for m in METHODS if any(p["method"] == m for p in rows)]
+        methods += sorted({p["method"] for p in rows} - set(methods) - {UNPRUNED})
+        for m in methods:
+            within = [p for p in rows if p["method"] == m and p["metric"] >= ref["metric"] - tolerance - 1e-12]
+            if not within:
+                entry[m] = None
+                continue
+            best = min(within, key=lambda p: (p["relative_flops"], -p["metric"]))
+            entry[m] = {"knob": best["knob"], "metric": best["metric"], "drop": ref["metric"] - best["metric"],
+                        "relative_flops": best["relative_flops"],
+                        "flops_reduction": 1.0 / best["relative_flops"] if best["relative_flops"] > 0 else math.inf}
+        out[task] = entry
+    return out
+
+
+def format_table1(table: dict) -> str:
+    """Table 1 as text: one row per task and method."""
+    lines = [f"{'task':<18} {'method':<10} {'knob':>8} {'metric':>8} {'drop':>7} {'rel FLOPs':>9} {'reduction':>9}"]
+    for task, entry in table.items():
+        ref = entry[UNPRUNED]
+        lines.append(f"{str(task):<18} {UNPRUNED:<10} {'':>8} {ref['metric']:>8.4f} {'':>7} {1.0:>9.3f} {1.0:>8.2f}x")
+        for m, row in entry.items():
+            if m == UNPRUNED:
+                continue
+            if row is None:
+                lines.append(f"{str(task):<18} {m:<10} {'-':>8} {'(no point within tolerance)':>35}")
+            else:
+                lines.append(f"{str(task):<18} {m:<10} {row['knob']:>8g} {row['metric']:>8.4f} {row['drop']:>7.4f}"
+                             f" {row['relative_flops']:>9.3f} {row['flops_reduction']:>8.2f}x")
+    return "\n".join(lines)
+
+
+def plot_sweep(output_dir, path=None) -> Path:
+    """``curve.png``: metric vs relative FLOPs, one line per method, the unpruned model as a
+    horizontal line; one panel per task found in points.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output_dir = Path(output_dir)
+    points = load_points(output_dir)
+    if not points:
+        raise LTPError(f"{output_dir / POINTS}: no points to plot")
+    tasks = list(dict.fromkeys(p.get("task") for p in points))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    styles = {"ltp": ("tab:blue", "o"), "topk": ("tab:red", "s"), "lat": ("tab:orange", "^"),
+              "manual": ("black", "D")}
+    for ax, task in zip(axes[0], tasks):
+        rows = [p for p in points if p.get("task") == task]
+        methods = [m for m in METHODS if any(p["method"] == m for p in rows)]
+        methods += sorted({p["method"] for p in rows} - set(methods) - {UNPRUNED})
+        for m in methods:
+            pts = sorted((p for p in rows if p["method"] == m), key=lambda p: p["relative_flops"])
+            color, marker = styles.get(m, (None, "x"))
+            ax.plot([p["relative_flops"] for p in pts], [p["metric"] for p in pts], marker=marker,
+                    color=color, label=m)
+        ref = next((p for p in rows if p["method"] == UNPRUNED), None)
+        if ref is not None:
+            ax.axhline(ref["metric"], color="gray", linestyle="--", label=f"unpruned ({ref['metric']:.3f})")
+            ax.axhline(ref["metric"] - 0.01, color="gray", linestyle=":", linewidth=0.8, label="unpruned - 1 pt")
+        metric_name = next((p.get("metric_name") for p in rows if p.get("metric_name")), "metric")
+        ax.set_xlabel("relative FLOPs (encoder layers; embeddings and head excluded)")
+        ax.set_ylabel(f"dev {metric_name}")
+        ax.set_title(str(task))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path) if path is not None else output_dir / "curve.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def parse_knobs(text: str | None) -> list[float] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--knobs must be a comma list of numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"--knobs must be a comma list of finite numbers, got {text!r}")
+    return values
+
+
+def register(subparsers) -> None:
+    """Add ``ltprune sweep`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "sweep", help="accuracy-FLOPs curves: LTP vs top-k, manual thresholds and LAT",
+        description="Train and evaluate one point per knob value (LTP: lambda; topk: final keep ratio; "
+                    "manual: final threshold; lat: FLOPs target), append them to OUTPUT_DIR/points.json "
+                    "(points already there are reused: rerun to resume), then plot curve.png and print "
+                    "Table 1 (lowest FLOPs within 1 point of the unpruned model).")
+    p.add_argument("--method", choices=[*METHODS, "all"], default="all")
+    p.add_argument("--model", help="checkpoint fine-tuned on the task (or a base one with --finetune)")
+    p.add_argument("--finetune", action="store_true", help="fine-tune --model first (once, in OUTPUT_DIR/finetune)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--knobs", help="comma list (one --method only); defaults: " +
+                   "; ".join(f"{m} {','.join(f'{v:g}' for v in DEFAULT_KNOBS[m])}" for m in METHODS))
+    p.add_argument("--table", action="store_true",
+                   help="only print Table 1 and plot from OUTPUT_DIR/points.json (no training)")
+    g = p.add_argument_group("data")
+    g.add_argument("--task", help="rotten_tomatoes, imdb, a GLUE task or a CSV/JSONL file or folder")
+    g.add_argument("--data-dir")
+    g.add_argument("--text-column")
+    g.add_argument("--text-pair-column")
+    g.add_argument("--label-column")
+    g.add_argument("--max-train-examples", type=int)
+    g.add_argument("--max-eval-examples", type=int)
+    g.add_argument("--max-length", type=int)
+    g.add_argument("--seed", type=int, default=0, help="seed of the data splits")
+    g = p.add_argument_group("LTP (lambda is the knob)")
+    g.add_argument("--final-threshold", type=float, default=0.01)
+    g.add_argument("--temperature", type=float, default=1e-3)
+    g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
+    g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
+    g.add_argument("--layout", choices=["packed", "padded"], default="packed")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=float, default=1.0, help="default epochs of every stage")
+    g.add_argument("--lr", type=float, default=2e-5, help="default learning rate of every stage")
+    for stage in STAGE_NAMES:
+        g.add_argument(f"--{stage}-epochs", type=float)
+        g.add_argument(f"--{stage}-lr", type=float)
+        g.add_argument(f"--{stage}-max-steps", type=int)
+    g.add_argument("--threshold-lr", type=float)
+    g.add_argument("--max-steps", type=int, default=-1, help="stop each stage after this many steps")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--eval-batch-size", type=int, default=64)
+    g.add_argument("--save-steps", type=int)
+    g.add_argument("--logging-steps", type=int, default=50)
+    g.add_argument("--train-seed", type=int, default=42)
+    g.add_argument("--threads", type=int, help="torch threads per process")
+    g = p.add_argument_group("LAT")
+    g.add_argument("--length-drop-prob", type=float, default=0.2)
+    g.add_argument("--population", type=int, default=12)
+    g.add_argument("--generations", type=int, default=6)
+    g.add_argument("--search-seed", type=int, default=0)
+    p.set_defaults(func=cmd_sweep)
+
+
+def _first(value, default):
+    return default if value is None else value
+
+
+def cmd_sweep(a) -> int:
+    from .training import StageArgs, set_threads
+
+    output_dir = Path(a.output_dir)
+    if not a.table:
+        if not a.model or not a.task:
+            raise ConfigError("ltprune sweep needs --model and --task (or --table to only report)")
+        knobs = parse_knobs(a.knobs)
+        if knobs is not None and a.method == "all":
+            raise ConfigError("--knobs applies to one --method; with --method all each uses its defaults")
+        set_threads(a.threads)
+        stage_args = {
+            stage: StageArgs(learning_rate=getattr(a, f"{stage}_lr") or a.lr, threshold_lr=a.threshold_lr,
+                             epochs=getattr(a, f"{stage}_epochs") or a.epochs,
+                             max_steps=_first(getattr(a, f"{stage}_max_steps"), a.max_steps),
+                             batch_size=a.batch_size, eval_batch_size=a.eval_batch_size, save_steps=a.save_steps,
+                             logging_steps=a.logging_steps, seed=a.train_seed,
+                             max_eval_examples_during_training=a.max_eval_examples)
+            for stage in STAGE_NAMES}
+        ltp = LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature,
+                        score_normalization=a.score_normalization, soft_mask=a.soft_mask, layout=a.layout)
+        data_kwargs = dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
+                           label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
+                           max_eval_examples=a.max_eval_examples)
+        run_sweep(a.method, a.model, a.task, output_dir, knobs, finetune=a.finetune, ltp=ltp,
+                  stage_args=stage_args, data_kwargs=data_kwargs, max_length=a.max_length,
+                  eval_batch_size=a.eval_batch_size, length_drop_prob=a.length_drop_prob,
+                  search_kwargs={"population": a.population, "generations": a.generations, "seed": a.search_seed})
+    points = load_points(output_dir)
+    if not points:
+        raise LTPError(f"{output_dir / POINTS}: no points yet; run the sweep first")
+    table = table1(points)
+    (output_dir / "table1.json").write_text(json.dumps(table, indent=1))
+    print(format_table1(table))
+    print(f"wrote {plot_sweep(output_dir)}")
+    return 0
+
+
+__all__ = ["METHODS", "DEFAULT_KNOBS", "run_sweep", "load_points", "find_point", "table1", "format_table1",
+           "plot_sweep", "register", "cmd_sweep", "parse_knobs"]
