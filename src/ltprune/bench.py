@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .evaluation import collate, length_sorted_batches
+from .config import LTPConfig
 from .patch import get_config, get_thresholds, patch, set_mode, set_thresholds
 from .timing import time_variants
 

@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", default="throughput,decision,overhead,probs")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_bench)
+
+    from .sweep import register as register_sweep
+
+    register_sweep(sub)
     return parser
 
 

@@ -223,15 +223,12 @@ def load_task(
         if limits[name] is not None and len(rows) > limits[name]:
             strata = None if info.is_regression else rows.label
             order = _stratified_order(strata, len(rows), seed, f"subsample/{name}")
-            rows = rows.take(sorted(order[: limits[name]]))
+            rows = rows.take(order[: limits[name]])
         columns_out: dict[str, list] = {"text": rows.text}
         if info.has_pair:
             columns_out["text_pair"] = rows.pair
         columns_out["label"] = rows.label
-        # Source files are often sorted by label: shuffle each split once, by the seed, so that
-        # taking its first rows (quick runs, plots) gives a fair sample.
-        ds = datasets.Dataset.from_dict(columns_out, features=features)
-        out[name] = ds.shuffle(seed=seed).flatten_indices()
+        out[name] = datasets.Dataset.from_dict(columns_out, features=features)
     return out, info
 
 
@@ -945,10 +942,12 @@ def _split_three(rows: _Rows, seed: int, *, stratify: bool) -> dict[str, _Rows]:
             f"to cut train/validation/test splits (or provide separate split files)"
         )
     order = _stratified_order(rows.label if stratify else None, n, seed, "split")
+    # Splits keep the seeded order rather than the file's: source files are often sorted by
+    # label (the movie-review CSV is), and the first rows of a split should be a fair sample.
     return {
-        "train": rows.take(sorted(order[2 * n_eval:])),
-        "validation": rows.take(sorted(order[:n_eval])),
-        "test": rows.take(sorted(order[n_eval:2 * n_eval])),
+        "train": rows.take(order[2 * n_eval:]),
+        "validation": rows.take(order[:n_eval]),
+        "test": rows.take(order[n_eval:2 * n_eval]),
     }
 
 
@@ -961,4 +960,4 @@ def _split_off(rows: _Rows, seed: int, *, stratify: bool) -> tuple[_Rows, _Rows]
             f"to cut a validation split (or provide a validation file)"
         )
     order = _stratified_order(rows.label if stratify else None, n, seed, "split")
-    return rows.take(sorted(order[n_eval:])), rows.take(sorted(order[:n_eval]))
+    return rows.take(order[n_eval:]), rows.take(order[:n_eval])

@@ -180,6 +180,11 @@ def get_config(model: nn.Module) -> LTPConfig:
     return _state(model).config
 
 
+def get_dims(model: nn.Module):
+    """Layers, heads, hidden and FFN sizes of a patched model (for FLOPs accounting)."""
+    return _state(model).dims
+
+
 def get_thresholds(model: nn.Module) -> torch.Tensor:
     """The per-layer thresholds theta_l (a view of the trainable parameter)."""
     return getattr(_state(model).encoder, THRESHOLDS)

@@ -157,10 +157,16 @@ def complete_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+#: The mode each stage trains in, and whether it keeps its best dev checkpoint. ``lengthdrop``
+#: is LAT's training (baselines/lat.py), which brings its own Trainer subclass.
+STAGE_MODES = {"finetune": "off", "soft": "soft", "hard": "hard", "lengthdrop": "off"}
+KEEP_BEST = ("hard", "lengthdrop")
+
+
 def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir, args: StageArgs,
-              resume: bool = False) -> dict:
+              resume: bool = False, *, trainer_cls=None, trainer_kwargs: dict | None = None) -> dict:
     """Run one stage; the stage's final model is saved in ``output_dir/final``. Returns a summary."""
-    if stage not in STAGES:
+    if stage not in STAGE_MODES:
         raise ConfigError(f"stage must be one of {', '.join(STAGES)}; got {stage!r}")
     args.validate()
     output_dir = Path(output_dir)
@@ -169,7 +175,7 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         log.warning("stage %s already finished in %s: skipping it", stage, output_dir)
         return json.loads(done_file.read_text())
 
-    set_mode(model, {"finetune": "off", "soft": "soft", "hard": "hard"}[stage])
+    set_mode(model, STAGE_MODES[stage])
     get_thresholds(model).requires_grad_(stage == "soft")
     on_gpu = torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -188,7 +194,7 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         eval_steps=args.save_steps,
         save_steps=args.save_steps,
         save_total_limit=2,
-        load_best_model_at_end=(stage == "hard"),
+        load_best_model_at_end=stage in KEEP_BEST,
         metric_for_best_model="metric",
         greater_is_better=True,
         logging_steps=args.logging_steps,
@@ -207,10 +213,10 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         return compute_metrics(info.metric, logits, prediction.label_ids)
 
-    trainer = LTPTrainer(
+    trainer = (trainer_cls or LTPTrainer)(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_fn,
-        threshold_lr=args.threshold_lr, callbacks=[ThresholdLogger(model)],
+        threshold_lr=args.threshold_lr, callbacks=[ThresholdLogger(model)], **(trainer_kwargs or {}),
     )
     checkpoint = None
     if resume:

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import random
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 from .. import flops as flops_mod
 from ..errors import ConfigError, LTPError
-from ..patch import _state, get_config, get_thresholds, patch, set_mode
+from ..patch import get_config, get_dims, get_thresholds, patch
 
 log = logging.getLogger("ltprune")
 
@@ -139,77 +138,20 @@ def __getattr__(name):  # LengthDropTrainer is built lazily: importing Trainer i
     raise AttributeError(name)
 
 
-def _training_arguments(output_dir: Path, args, on_gpu: bool, distributed: bool):
-    """The hard stage's TrainingArguments (mirrors ``training.run_stage``): best dev checkpoint kept."""
-    from transformers import TrainingArguments
-
-    strategy = "steps" if args.save_steps else "epoch"
-    return TrainingArguments(
-        output_dir=str(output_dir), learning_rate=args.learning_rate, num_train_epochs=args.epochs,
-        max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup, eval_strategy=strategy, save_strategy=strategy,
-        eval_steps=args.save_steps, save_steps=args.save_steps, save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model="metric", greater_is_better=True,
-        logging_steps=args.logging_steps, report_to=[], seed=args.seed, data_seed=args.seed,
-        train_sampling_strategy="group_by_length", dataloader_num_workers=0,
-        ddp_backend="gloo" if distributed and not on_gpu else None, ddp_find_unused_parameters=False,
-        use_cpu=not on_gpu, disable_tqdm=False,
-    )
-
-
 def run_lengthdrop(model, tokenizer, train_ds, eval_ds, info, output_dir, args, *,
                    length_drop_prob: float = 0.2, num_random: int = 2, resume: bool = False) -> dict:
     """LengthDrop-train a patched model from its fine-tuned weights; ``output_dir/final`` holds it.
 
-    Thresholds stay frozen, the model is left (and saved) in ``off`` mode: the search sets its
-    lengths later. Resume and the finished-stage marker work as in ``training.run_stage``.
-    Tested in one process.
+    A ``training.run_stage`` stage with LAT's Trainer: thresholds frozen, the model left (and
+    saved) in ``off`` mode, since the search sets its lengths later; best dev checkpoint kept.
     """
-    from transformers import DataCollatorWithPadding
+    from ..training import run_stage
 
-    from ..metrics import compute_metrics
-    from ..training import DONE, ThresholdLogger, complete_checkpoints
-
-    args.validate()
     _check_p(length_drop_prob)
-    output_dir = Path(output_dir)
-    done_file = output_dir / "final" / DONE
-    if resume and done_file.is_file():
-        log.warning("stage %s already finished in %s: skipping it", STAGE, output_dir)
-        return json.loads(done_file.read_text())
-    set_mode(model, "off")
-    get_thresholds(model).requires_grad_(False)
-    on_gpu = torch.cuda.is_available()
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-    def metrics_fn(prediction):
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return compute_metrics(info.metric, logits, prediction.label_ids)
-
-    trainer = _make_trainer_cls()(
-        model=model, args=_training_arguments(output_dir, args, on_gpu, distributed),
-        train_dataset=train_ds, eval_dataset=eval_ds, data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_fn, threshold_lr=args.threshold_lr, callbacks=[ThresholdLogger(model)],
-        length_drop_prob=length_drop_prob, num_random=num_random,
-    )
-    checkpoint = None
-    if resume:
-        complete = complete_checkpoints(output_dir)
-        if complete:
-            checkpoint = str(complete[-1])
-            log.warning("resuming stage %s from %s", STAGE, checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    summary = {"stage": STAGE, "global_step": result.global_step, "training_loss": result.training_loss,
-               "args": asdict(args), "best_checkpoint": trainer.state.best_model_checkpoint,
-               "length_drop_prob": length_drop_prob, "num_random": num_random}
-    if trainer.is_world_process_zero():
-        final = output_dir / "final"
-        trainer.save_model(str(final))
-        tokenizer.save_pretrained(str(final))
-        (final / DONE).write_text(json.dumps(summary, indent=1))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    summary = run_stage(model, tokenizer, train_ds, eval_ds, info, STAGE, output_dir, args, resume,
+                        trainer_cls=_make_trainer_cls(),
+                        trainer_kwargs=dict(length_drop_prob=length_drop_prob, num_random=num_random))
+    summary.update(length_drop_prob=length_drop_prob, num_random=num_random)
     return summary
 
 
@@ -341,7 +283,7 @@ def search_length_config(model, eval_ds, info, pad_id: int, flops_target: float,
     if not 0 <= mutation_prob <= 1:
         raise ConfigError(f"mutation probability must be in [0, 1], got {mutation_prob}")
     _check_p(length_drop_prob)
-    dims = _state(model).dims
+    dims = get_dims(model)
     num_layers = dims.num_layers
     lengths = [len(ids) for ids in eval_ds["input_ids"]]
     max_length = max(lengths)
