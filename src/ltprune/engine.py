@@ -263,7 +263,7 @@ def run_encoder(
         ctx, raw = state.attention(*adapter.qkv(layer, x), dims.num_heads, prunes, dropout)
         if prunes:
             alive, first, seq_id = state.flat()
-            scores = raw / pruning.score_normalizer(config, dims.num_heads, alive_count)[seq_id]
+            scores = pruning.normalize_scores(raw, config, dims.num_heads, alive_count, seq_id)
             keep = pruning.keep_decision(
                 scores, alive, first, seq_id, batch, config=config, layer=index,
                 threshold=theta, n_input=lengths, n_alive=alive_count)
@@ -293,7 +293,8 @@ def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask):
     batch, n, _ = hidden_states.shape
     state = _Padded.from_input(hidden_states, mask)
     lengths = mask.sum(1)
-    norm = pruning.score_normalizer(config, dims.num_heads, lengths)[:, None]
+    norm = pruning.score_normalizer(config, dims.num_heads, lengths)
+    norm = norm if isinstance(norm, float) else norm[:, None]
     running = torch.ones(batch, n, dtype=hidden_states.dtype, device=mask.device)
     masks = []
     x = hidden_states

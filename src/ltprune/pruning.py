@@ -30,15 +30,22 @@ def manual_thresholds(num_layers: int, final_threshold: float) -> torch.Tensor:
     return torch.arange(1, num_layers + 1, dtype=torch.float32) * (final_threshold / num_layers)
 
 
-def score_normalizer(config: LTPConfig, num_heads: int, n_alive: torch.Tensor) -> torch.Tensor:
-    """What the summed attention is divided by (Eq. 7).
+def score_normalizer(config: LTPConfig, num_heads: int, n_alive: torch.Tensor) -> torch.Tensor | float:
+    """What the summed attention is divided by (Eq. 7), per sequence (or one number).
 
     ``reference``: H * N_ref, so the mean score of a sequence is 1 / N_ref at any length (what the
     original code gets by padding to 128). ``length``: H * n_l, the paper taken literally.
     """
     if config.score_normalization == "length":
         return n_alive.to(torch.float32) * num_heads
-    return torch.full_like(n_alive, num_heads * config.n_ref, dtype=torch.float32)
+    return float(num_heads * config.n_ref)
+
+
+def normalize_scores(raw: torch.Tensor, config: LTPConfig, num_heads: int, n_alive: torch.Tensor,
+                     seq_id: torch.Tensor) -> torch.Tensor:
+    """Flat (T,) summed attention -> scores s_i (Eq. 7)."""
+    norm = score_normalizer(config, num_heads, n_alive)
+    return raw / (norm if isinstance(norm, float) else norm[seq_id])
 
 
 def importance_scores(probs: torch.Tensor, query_alive: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,7 +132,7 @@ def keep_decision(
         rank = _rank_in_sequence(ranked, seq_id, num_seqs)
         keep = (rank < keep_count(config, layer, n_input, n_alive)[seq_id]) & alive
     if config.keep_first_token:
-        keep = keep | first
+        return keep | first  # every sequence has a first token: at least one survives
     return _at_least_one(keep, scores, alive, seq_id, num_seqs)
 
 
