@@ -67,9 +67,11 @@ def cmd_train(a) -> int:
                                      logging_steps=a.logging_steps, seed=a.train_seed,
                                      max_eval_examples_during_training=a.max_eval_examples)
     results = train(a.model, a.task, a.output_dir, stages=stages, ltp=_ltp_config(a),
-                    stage_args=per_stage, data_kwargs=_data_kwargs(a), resume=a.resume, max_length=a.max_length)
+                    stage_args=per_stage, data_kwargs=_data_kwargs(a), resume=a.resume, max_length=a.max_length,
+                    quantization=a)
     for stage, r in results.items():
-        print(f"{stage:>8}: dev {r['metric_name']} {r['metric']:.4f}  relative FLOPs {r['relative_flops']:.3f}"
+        bops = f"  relative BOPs {r['relative_bops']:.3f}" if "relative_bops" in r else ""
+        print(f"{stage:>8}: dev {r['metric_name']} {r['metric']:.4f}  relative FLOPs {r['relative_flops']:.3f}{bops}"
               f"  -> {Path(a.output_dir) / stage / 'final'}")
     return 0
 
@@ -81,6 +83,8 @@ def cmd_eval(a) -> int:
     from .training import load_tokenizer, set_threads
 
     set_threads(a.threads)
+    if a.batch_size < 1:
+        raise LTPError(f"--batch-size must be >= 1, got {a.batch_size}")
     model = from_pretrained(a.model)
     if a.mode:
         set_mode(model, a.mode)
@@ -93,6 +97,9 @@ def cmd_eval(a) -> int:
         raise LTPError(f"task {a.task!r} has no {a.split!r} split (has {', '.join(dsd)})")
     tokenized = tokenize_task(dsd, tokenizer, info, a.max_length)
     result = evaluate(model, tokenized[a.split], info, tokenizer.pad_token_id, a.batch_size, progress=True)
+    from .quantization import bops_for
+
+    result.update(bops_for(model, result))  # BOPs beside FLOPs for a quantized checkpoint
     path = write_metrics(result, a.output_dir)
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     print(json.dumps(public, indent=1))
@@ -167,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-seed", type=int, default=42)
     g.add_argument("--threads", type=int, help="torch threads per process")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    from .quantization import add_train_options
+
+    add_train_options(p.add_argument_group("quantization and distillation (paper §4.6)"))
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="metric + FLOPs of a checkpoint -> metrics.json",
@@ -216,9 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_bench)
 
+    from .experiments import register as register_experiments
+    from .qa import register as register_qa
+    from .report import register as register_report
     from .sweep import register as register_sweep
 
     register_sweep(sub)
+    register_experiments(sub)
+    register_qa(sub)
+    register_report(sub)
     return parser
 
 

@@ -252,6 +252,9 @@ def tokenize_task(
     else:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
             raise ConfigError(f"max_length must be an integer >= 2, got {max_length!r}")
+        model_max = getattr(tokenizer, "model_max_length", None)
+        if model_max and max_length > model_max:  # more would overflow the position embeddings
+            raise ConfigError(f"max_length={max_length} exceeds the model's maximum of {model_max} tokens")
         limit = max_length
     missing = [c for c in (("text", "text_pair") if info.has_pair else ("text",))
                if any(c not in ds.column_names for ds in dsd.values())]

@@ -122,7 +122,8 @@ def write_metrics(result: dict, output_dir, name: str = "metrics.json", examples
         with open(output_dir / name.replace("metrics", "examples").replace(".json", ".jsonl"), "w") as handle:
             for i in range(len(labels)):
                 row = {"index": i, "length": int(pred.lengths[i]), "label": _py(labels[i]),
-                       "prediction": _py(classes[i]), "tokens_in": pred.tokens_in[i].tolist()}
+                       "prediction": _py(classes[i]), "tokens_in": pred.tokens_in[i].tolist(),
+                       "tokens_kept": pred.tokens_kept[i].tolist()}
                 handle.write(json.dumps(row) + "\n")
     return path
 

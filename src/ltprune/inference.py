@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from .errors import LTPError
+from .errors import ConfigError, LTPError
 from .evaluation import collate, length_sorted_batches
 
 
@@ -25,6 +25,21 @@ def _check_texts(texts) -> list:
     return texts
 
 
+def model_max_tokens(config) -> int | None:
+    """How many tokens the model's position embeddings can take (None: no such limit).
+
+    RoBERTa-style models number positions from ``pad_token_id + 1``, so two of their 514
+    positions are unusable; a tokenizer's ``model_max_length`` may exceed either (a tiny or
+    re-configured model saved with a stock tokenizer), and the embeddings would then fail.
+    """
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if getattr(config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return positions
+
+
 @torch.no_grad()
 def predict(model, tokenizer, texts, batch_size: int = 32, return_tokens: bool = False,
             max_length: int | None = None) -> list[dict]:
@@ -36,14 +51,22 @@ def predict(model, tokenizer, texts, batch_size: int = 32, return_tokens: bool =
     Texts longer than the model's maximum are truncated, with one warning.
     """
     texts = _check_texts(texts)
-    limit = max_length or min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    positions = model_max_tokens(getattr(model, "config", None))
+    if max_length is not None:
+        if positions is not None and max_length > positions:
+            raise ConfigError(f"max_length={max_length} exceeds the model's {positions} positions")
+        limit = max_length
+    else:  # the tokenizer's limit, capped to what the position embeddings can take
+        limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512, positions or 512)
     pairs = [t if isinstance(t, (tuple, list)) else (t,) for t in texts]
     encoded = [tokenizer(*p, truncation=True, max_length=limit) for p in pairs]
     full = [len(tokenizer(*p)["input_ids"]) for p in pairs]
     cut = sum(f > limit for f in full)
     if cut:
         warnings.warn(f"{cut} of {len(texts)} texts are longer than {limit} tokens and were truncated",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=3)  # 3: past torch.no_grad's wrapper, to the caller
     model.eval()
     device = next(model.parameters()).device
     id2label = getattr(model.config, "id2label", None) or {}

@@ -82,10 +82,13 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     thresholds = init_thresholds(dims.num_layers, config.final_threshold).to(param.device)
     encoder.register_parameter(THRESHOLDS, nn.Parameter(thresholds))
     state = _LTPState(config, adapter, base, encoder, encoder.forward)
-    object.__setattr__(model, "_ltp", state)
-    encoder.forward = types.MethodType(_make_encoder_forward(state), encoder)
-    base.register_forward_pre_hook(_capture_mask(state), with_kwargs=True)
-    model.register_forward_hook(_attach_records(state, model))
+    # The hooks find the state through the module they run on, never through a closure, so
+    # that copy.deepcopy(model) runs its own layers with its own config and thresholds.
+    for module in {id(m): m for m in (model, base, encoder)}.values():
+        object.__setattr__(module, "_ltp", state)
+    encoder.forward = types.MethodType(_encoder_forward, encoder)
+    base.register_forward_pre_hook(_capture_mask, with_kwargs=True)
+    model.register_forward_hook(_attach_records)
     model.config.ltp_config = config.to_dict()
     return model
 
@@ -97,38 +100,34 @@ def _check_lengths(config: LTPConfig, num_layers: int) -> None:
             raise ConfigError(f"{name} has {len(values)} entries; the model has {num_layers} layers")
 
 
-def _capture_mask(state: _LTPState):
-    def hook(module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        position = state.adapter.mask_position
-        if mask is None and position is not None and len(args) > position:
-            mask = args[position]
-        if mask is not None and mask.dim() != 2:
-            raise LTPError(f"ltprune needs a 2-D (batch, length) attention_mask, got shape {tuple(mask.shape)}")
-        state.mask = mask
-        state.records = None
-
-    return hook
+def _capture_mask(module, args, kwargs):
+    state = module._ltp
+    mask = kwargs.get("attention_mask")
+    position = state.adapter.mask_position
+    if mask is None and position is not None and len(args) > position:
+        mask = args[position]
+    if mask is not None and mask.dim() != 2:
+        raise LTPError(f"ltprune needs a 2-D (batch, length) attention_mask, got shape {tuple(mask.shape)}")
+    state.mask = mask
+    state.records = None
 
 
-def _make_encoder_forward(state: _LTPState):
-    def forward(encoder, *args, **kwargs):
-        mask, state.mask = state.mask, None
-        if state.config.mode == "off":
-            out = state.original_forward(*args, **kwargs)
-            state.records = _unpruned_records(state, _mask_or_all(mask, out[0]))
-            return out
+def _encoder_forward(encoder, *args, **kwargs):
+    state = encoder._ltp
+    mask, state.mask = state.mask, None
+    if state.config.mode == "off":
+        out = state.original_forward(*args, **kwargs)
+        state.records = _unpruned_records(state, _mask_or_all(mask, out[0]))
+        return out
 
-        def run(hidden_states):
-            hidden, state.records = run_encoder(
-                state.adapter, state.adapter.layers(state.base), state.dims, state.config,
-                getattr(encoder, THRESHOLDS), hidden_states,
-                _mask_or_all(mask, hidden_states).to(hidden_states.device), encoder.training)
-            return hidden
+    def run(hidden_states):
+        hidden, state.records = run_encoder(
+            state.adapter, state.adapter.layers(state.base), state.dims, state.config,
+            getattr(encoder, THRESHOLDS), hidden_states,
+            _mask_or_all(mask, hidden_states).to(hidden_states.device), encoder.training)
+        return hidden
 
-        return state.adapter.encoder_forward(encoder, run, *args, **kwargs)
-
-    return forward
+    return state.adapter.encoder_forward(encoder, run, *args, **kwargs)
 
 
 def _mask_or_all(mask, hidden_states):
@@ -147,26 +146,24 @@ def _unpruned_records(state: _LTPState, mask: torch.Tensor) -> LTPRecords:
                       state.dims.hidden, state.dims.intermediate)
 
 
-def _attach_records(state: _LTPState, model: nn.Module):
-    def hook(module, args, output):
-        records, state.records = state.records, None
-        if records is None or isinstance(output, tuple):
-            return output  # return_dict=False: a plain tuple has no room for the records
-        output.ltp = records  # an attribute, not a dict key: tuples and Trainer are unaffected
-        cfg = state.config
-        if (cfg.add_reg_to_loss and records.reg_loss is not None and cfg.lambda_ > 0
-                and getattr(output, "loss", None) is not None):
-            output.loss = output.loss + cfg.lambda_ * records.reg_loss
-        if type(model).__name__.endswith("ForQuestionAnswering") and not model.training:
-            # A pruned token cannot be an answer boundary (METHOD §2, drop and restore).
-            gone = (records.pruned_at >= 0) & ~records.kept_mask
-            for name in ("start_logits", "end_logits"):
-                logits = getattr(output, name, None)
-                if logits is not None:
-                    setattr(output, name, logits.masked_fill(gone, torch.finfo(logits.dtype).min))
-        return output
-
-    return hook
+def _attach_records(model, args, output):
+    state = model._ltp
+    records, state.records = state.records, None
+    if records is None or isinstance(output, tuple):
+        return output  # return_dict=False: a plain tuple has no room for the records
+    output.ltp = records  # an attribute, not a dict key: tuples and Trainer are unaffected
+    cfg = state.config
+    if (cfg.add_reg_to_loss and records.reg_loss is not None and cfg.lambda_ > 0
+            and getattr(output, "loss", None) is not None):
+        output.loss = output.loss + cfg.lambda_ * records.reg_loss
+    if type(model).__name__.endswith("ForQuestionAnswering") and not model.training:
+        # A pruned token cannot be an answer boundary (METHOD §2, drop and restore).
+        gone = (records.pruned_at >= 0) & ~records.kept_mask
+        for name in ("start_logits", "end_logits"):
+            logits = getattr(output, name, None)
+            if logits is not None:
+                setattr(output, name, logits.masked_fill(gone, torch.finfo(logits.dtype).min))
+    return output
 
 
 def set_mode(model: nn.Module, mode: str) -> nn.Module:
@@ -216,6 +213,8 @@ def from_pretrained(path, *, mode: str | None = None, **overrides) -> nn.Module:
 
     path = Path(path)
     config_file = path / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
     if not config_file.is_file():
         raise CheckpointError(f"{path}: not a checkpoint folder (no config.json)")
     try:
@@ -248,6 +247,10 @@ def from_pretrained(path, *, mode: str | None = None, **overrides) -> nn.Module:
         logger.setLevel(level)
     patch(model, ltp)
     set_thresholds_from_files(model, weights)
+    if (raw.get("ltp_quantization") or {}).get("activation_bits"):
+        from .quantization import restore_quantization
+
+        restore_quantization(model)  # the activation quantizers it was trained with, saved ranges
     return model
 
 

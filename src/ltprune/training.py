@@ -62,6 +62,9 @@ class StageArgs:
     seed: int = 42
     max_eval_examples_during_training: int | None = None
 
+    def __post_init__(self) -> None:
+        self.validate()  # like LTPConfig: nonsense fails where it is written, not after data loading
+
     def validate(self) -> None:
         if not self.learning_rate > 0:
             raise ConfigError(f"learning rate must be > 0, got {self.learning_rate}")
@@ -70,7 +73,11 @@ class StageArgs:
         if self.max_steps <= 0 and not self.epochs > 0:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("batch sizes must be >= 1")
+            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} (eval {self.eval_batch_size})")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ConfigError(f"save_steps must be >= 1 (or None: once per epoch), got {self.save_steps}")
+        if self.logging_steps < 1:
+            raise ConfigError(f"logging_steps must be >= 1, got {self.logging_steps}")
 
 
 class LTPTrainer(Trainer):
@@ -141,20 +148,57 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
 
 
 def load_tokenizer(name_or_path: str):
+    """The model's tokenizer, its ``model_max_length`` capped to the model's position embeddings
+    (so longer texts are truncated, with a warning, instead of crashing the embeddings)."""
+    from .inference import model_max_tokens
+
+    name = str(name_or_path)
+    if (Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") >= 2) \
+            and not Path(name).exists():  # a path, not a hub name: say so, not "Repo id must be..."
+        raise CheckpointError(f"{name}: no such model folder")
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise CheckpointError(f"{name}: not a model folder (no config.json)")
     try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except OSError as exc:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:  # ValueError: tokenizer files missing or unusable
         raise CheckpointError(f"cannot load a tokenizer for {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+    try:
+        positions = model_max_tokens(AutoConfig.from_pretrained(name_or_path))
+    except Exception:  # noqa: BLE001 - no readable model config: keep the tokenizer's own limit
+        positions = None
+    if positions is not None and (tokenizer.model_max_length or 0) > positions:
+        tokenizer.model_max_length = positions
+    return tokenizer
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoints whose trainer state was written (the last file a save writes), oldest first."""
+    """Checkpoints whose trainer state was written (the last file a save writes) and whose
+    safetensors files are whole, oldest first. A truncated weight file (a disk filled up, a
+    copy cut short) is skipped with a warning, so a resume never starts from broken weights."""
     found = []
-    for path in folder.glob("checkpoint-*"):
+    for path in Path(folder).glob("checkpoint-*"):
         match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        if match and (path / "trainer_state.json").is_file() and any(path.glob("*.safetensors")):
-            found.append((int(match.group(1)), path))
+        weights = sorted(path.glob("*.safetensors"))
+        if not (match and (path / "trainer_state.json").is_file() and weights):
+            continue
+        broken = [w.name for w in weights if not _safetensors_ok(w)]
+        if broken:
+            log.warning("ignoring checkpoint %s: unreadable %s", path, ", ".join(broken))
+            continue
+        found.append((int(match.group(1)), path))
     return [p for _, p in sorted(found)]
+
+
+def _safetensors_ok(file: Path) -> bool:
+    """Whether ``safe_open`` accepts the file: it checks the header and that the tensors it
+    lists cover the file exactly, so a truncated file fails (no tensor data is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt"):
+            return True
+    except Exception:  # noqa: BLE001 - any failure to parse means the file cannot be resumed from
+        return False
 
 
 #: The mode each stage trains in, and whether it keeps its best dev checkpoint. ``lengthdrop``
@@ -172,7 +216,9 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
     output_dir = Path(output_dir)
     done_file = output_dir / "final" / DONE
     if resume and done_file.is_file():
-        log.warning("stage %s already finished in %s: skipping it", stage, output_dir)
+        log.warning("stage %s already finished in %s: skipping it (loading its weights)", stage, output_dir)
+        _load_weights(model, output_dir / "final")
+        set_mode(model, STAGE_MODES[stage])
         return json.loads(done_file.read_text())
 
     set_mode(model, STAGE_MODES[stage])
@@ -241,6 +287,20 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
     return summary
 
 
+def _load_weights(model, folder: Path) -> None:
+    """Load a finished stage's safetensors weights (thresholds included) into ``model``."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    if not state:
+        raise CheckpointError(f"{folder}: finished stage without weights; remove the folder and rerun")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise CheckpointError(f"{folder}: weights do not fit this model ({', '.join(unexpected[:3])}...)")
+
+
 def set_threads(threads: int | None) -> None:
     """Pin torch's intra-op threads (two processes on two cores must not each take two)."""
     if threads:
@@ -262,11 +322,12 @@ __all__ = ["STAGES", "StageArgs", "LTPTrainer", "load_model", "load_tokenizer", 
 
 def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "hard"),
           ltp: LTPConfig | None = None, stage_args: dict | None = None, data_kwargs: dict | None = None,
-          resume: bool = False, max_length: int | None = None) -> dict:
+          resume: bool = False, max_length: int | None = None, quantization=None) -> dict:
     """The whole recipe: load data and model, run ``stages`` in order, evaluate each on dev.
 
     Each stage writes ``output_dir/<stage>/final`` (a loadable ltprune checkpoint) and
-    ``output_dir/<stage>/metrics.json``. Returns {stage: dev metrics}.
+    ``output_dir/<stage>/metrics.json``. Returns {stage: dev metrics}. ``quantization``: the
+    options of ``quantization.add_train_options`` (quantization-aware training, distillation).
     """
     from .data import load_task, tokenize_task
     from .evaluation import evaluate, write_metrics
@@ -282,14 +343,24 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
     tokenizer = load_tokenizer(model_name_or_path)
     tokenized = tokenize_task(dsd, tokenizer, info, max_length)
     model = load_model(model_name_or_path, info.num_labels, info.is_regression, ltp)
+    trainer_cls = trainer_kwargs = None
+    if quantization is not None:
+        from .quantization import prepare_quantized_training
+
+        trainer_cls, trainer_kwargs = prepare_quantized_training(model, quantization)
     results = {}
     for stage in stages:
         args = stage_args.get(stage, StageArgs())
         eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
-        run_stage(model, tokenizer, tokenized["train"], eval_ds, info, stage, output_dir / stage, args, resume)
+        run_stage(model, tokenizer, tokenized["train"], eval_ds, info, stage, output_dir / stage, args, resume,
+                  trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
         if stage == "finetune":
             set_mode(model, "off")
         result = evaluate(model, tokenized["validation"], info, tokenizer.pad_token_id)
+        if quantization is not None:
+            from .quantization import bops_for
+
+            result.update(bops_for(model, result))
         if int(os.environ.get("RANK", "0")) == 0:
             write_metrics(result, output_dir / stage)
         results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}

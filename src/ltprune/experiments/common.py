@@ -1,0 +1,100 @@
+"""Command-line options shared by the experiments (and ``ltprune qa``), so every command
+spells the LTP settings, the stage hyperparameters and the data options the same way as
+``ltprune train`` / ``ltprune sweep``."""
+
+from __future__ import annotations
+
+from ..config import LTPConfig
+from ..errors import ConfigError
+
+STAGE_NAMES = ("finetune", "soft", "hard", "lengthdrop")
+
+
+def add_data_options(p, required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--task", required=required,
+                   help="rotten_tomatoes, imdb, a GLUE task (sst2, qnli, ...) or a CSV/JSONL file or folder")
+    g.add_argument("--data-dir", help="local GLUE-format files for a GLUE task")
+    g.add_argument("--text-column")
+    g.add_argument("--text-pair-column")
+    g.add_argument("--label-column")
+    g.add_argument("--max-train-examples", type=int)
+    g.add_argument("--max-eval-examples", type=int)
+    g.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the data splits")
+
+
+def data_kwargs(a) -> dict:
+    return dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
+                label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
+                max_eval_examples=a.max_eval_examples)
+
+
+def add_ltp_options(p, with_lambda: bool = True) -> None:
+    g = p.add_argument_group("LTP")
+    g.add_argument("--final-threshold", type=float, default=0.01, help="threshold of the last layer (init)")
+    g.add_argument("--temperature", type=float, default=1e-3)
+    if with_lambda:
+        g.add_argument("--lambda", dest="lambda_", type=float, default=0.1, help="weight of L_reg")
+    g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
+    g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
+    g.add_argument("--layout", choices=["packed", "padded"], default="packed")
+
+
+def ltp_from_args(a) -> LTPConfig:
+    return LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature,
+                     lambda_=getattr(a, "lambda_", 0.1), score_normalization=a.score_normalization,
+                     soft_mask=a.soft_mask, layout=a.layout)
+
+
+def add_stage_options(p, stages=STAGE_NAMES, batch_size: int = 32) -> None:
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=2e-5, help="default learning rate of every stage")
+    g.add_argument("--threshold-lr", type=float)
+    g.add_argument("--epochs", type=float, default=1.0, help="default epochs of every stage")
+    for stage in stages:
+        g.add_argument(f"--{stage}-lr", type=float)
+        g.add_argument(f"--{stage}-epochs", type=float)
+    g.add_argument("--max-steps", type=int, default=-1, help="stop each stage after this many steps")
+    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--eval-batch-size", type=int, default=64)
+    g.add_argument("--save-steps", type=int)
+    g.add_argument("--logging-steps", type=int, default=50)
+    g.add_argument("--train-seed", type=int, default=42)
+    g.add_argument("--threads", type=int, help="torch threads per process")
+
+
+def stage_args_from_args(a, stages=STAGE_NAMES) -> dict:
+    from ..training import StageArgs
+
+    return {s: StageArgs(learning_rate=getattr(a, f"{s}_lr", None) or a.lr, threshold_lr=a.threshold_lr,
+                         epochs=getattr(a, f"{s}_epochs", None) or a.epochs, max_steps=a.max_steps,
+                         batch_size=a.batch_size, eval_batch_size=a.eval_batch_size, save_steps=a.save_steps,
+                         logging_steps=a.logging_steps, seed=a.train_seed,
+                         max_eval_examples_during_training=a.max_eval_examples)
+            for s in stages}
+
+
+def parse_floats(text: str | None, option: str) -> list[float] | None:
+    if text is None or not str(text).strip():
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be a comma list of numbers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} must be a comma list of numbers, got {text!r}")
+    return values
+
+
+def write_json_atomic(path, data) -> None:
+    """Write JSON through a temporary file, so a kill mid-write never truncates the results."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)

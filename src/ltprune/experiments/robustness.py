@@ -1,0 +1,413 @@
+"""Robustness to input length (paper §4.3, Table 3): trained on short inputs only, does the
+pruning still fit long ones?
+
+LAT searches ONE absolute length per layer for a whole data set; LTP learns thresholds on
+scores, so how many tokens it keeps follows each input. The claim is that the first over-prunes
+inputs longer than those it was tuned on and the second does not. Protocol (paper §4.3):
+
+* the dev median Q2 and third quartile Q3 of token lengths define three dev buckets:
+  ``~Q2`` (length <= Q2), ``Q2~Q3`` (Q2 < length <= Q3), ``Q3~`` (length > Q3);
+* every model is trained only on training examples with length <= Q2, and selected on the
+  ``~Q2`` bucket (same rule as the bucket, so no long input is seen at all);
+* LTP at each lambda; LAT's configuration is searched on ``~Q2`` to the relative FLOPs that
+  LTP model reaches on ``~Q2``, so both start from equal cost ("similar FLOPs on ~Q2");
+* each model is evaluated on every bucket: metric and relative FLOPs.
+
+Layout (resumable like the sweep: finished rows are reused, stages resume)::
+
+    output_dir/robustness.json   quartiles, buckets, one row per (method, knob)
+    output_dir/robustness.md     Table 3
+    output_dir/robustness.png    metric and FLOPs per bucket
+    output_dir/finetune/         with finetune=True: fine-tuned on the short examples
+    output_dir/<method>/<knob>/<bucket>/metrics.json (+ examples.jsonl for the per-example plots)
+    output_dir/lat/lengthdrop/   the one LengthDrop model; lat/<knob>/search.json its searches
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..config import LTPConfig
+from ..errors import ConfigError, LTPError
+from .common import STAGE_NAMES, write_json_atomic
+
+log = logging.getLogger("ltprune")
+
+BUCKETS = ("~Q2", "Q2~Q3", "Q3~")
+BUCKET_DIRS = {"~Q2": "to_q2", "Q2~Q3": "q2_q3", "Q3~": "from_q3"}
+RESULTS = "robustness.json"
+METHODS = ("unpruned", "ltp", "lat")
+
+
+def length_buckets(lengths) -> dict:
+    """Q2, Q3 of ``lengths`` and the indices of each bucket (``~Q2``, ``Q2~Q3``, ``Q3~``)."""
+    lengths = np.asarray(lengths)
+    if lengths.size == 0:
+        raise LTPError("no dev examples to split by length")
+    q2, q3 = (float(v) for v in np.percentile(lengths, [50, 75]))
+    masks = {"~Q2": lengths <= q2, "Q2~Q3": (lengths > q2) & (lengths <= q3), "Q3~": lengths > q3}
+    return {"q2": q2, "q3": q3, "indices": {k: np.flatnonzero(m).tolist() for k, m in masks.items()}}
+
+
+def _describe(lengths) -> dict:
+    lengths = np.asarray(lengths)
+    if lengths.size == 0:
+        return {"n": 0}
+    return {"n": int(lengths.size), "min_length": int(lengths.min()), "max_length": int(lengths.max()),
+            "mean_length": round(float(lengths.mean()), 3)}
+
+
+class _Run:
+    """Data, buckets and settings shared by every model of the experiment."""
+
+    def __init__(self, model, task, output_dir, ltp, stage_args, data_kwargs, max_length, eval_batch_size):
+        from ..data import load_task, tokenize_task
+        from ..training import StageArgs, load_tokenizer
+
+        self.output_dir = Path(output_dir)
+        self.model_path = str(model)
+        self.ltp = ltp or LTPConfig()
+        unknown = set(stage_args or {}) - set(STAGE_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown stages in stage_args: {sorted(unknown)} (known: {', '.join(STAGE_NAMES)})")
+        self.stage_args = {s: StageArgs() for s in STAGE_NAMES} | dict(stage_args or {})
+        self.eval_batch_size = eval_batch_size
+        dsd, self.info = load_task(task, **(data_kwargs or {}))
+        if "validation" not in dsd:
+            raise LTPError(f"task {task!r} has no validation split to evaluate on")
+        self.tokenizer = load_tokenizer(self.model_path)
+        self.pad_id = self.tokenizer.pad_token_id
+        data = tokenize_task(dsd, self.tokenizer, self.info, max_length)
+        dev = data["validation"]
+        split = length_buckets([len(ids) for ids in dev["input_ids"]])
+        self.q2, self.q3 = split["q2"], split["q3"]
+        self.buckets = {name: dev.select(idx) for name, idx in split["indices"].items()}
+        train_len = np.array([len(ids) for ids in data["train"]["input_ids"]])
+        self.train = data["train"].select(np.flatnonzero(train_len <= self.q2).tolist())
+        if len(self.train) == 0:
+            raise LTPError(f"no training example is as short as the dev median ({self.q2:g} tokens)")
+        if len(self.buckets["~Q2"]) == 0:
+            raise LTPError("the ~Q2 dev bucket is empty")
+        self.meta = {
+            "task": self.info.name, "metric_name": self.info.metric, "q2": self.q2, "q3": self.q3,
+            "train_examples": {"total": int(train_len.size), "used (length <= Q2)": len(self.train),
+                               **{k: v for k, v in _describe(train_len[train_len <= self.q2]).items() if k != "n"}},
+            "buckets": {name: _describe([len(ids) for ids in ds["input_ids"]]) for name, ds in self.buckets.items()},
+        }
+
+    def load(self, path=None, lambda_=None):
+        """A fresh patched copy of a checkpoint, thresholds at their initial schedule."""
+        from ..patch import get_thresholds, set_thresholds
+        from ..pruning import init_thresholds
+        from ..training import load_model
+
+        ltp = self.ltp if lambda_ is None else self.ltp.replace(lambda_=float(lambda_), method="threshold",
+                                                                 keep_ratios=None, keep_lengths=None)
+        model = load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp)
+        set_thresholds(model, init_thresholds(get_thresholds(model).numel(), ltp.final_threshold))
+        return model
+
+    def stage(self, model, stage: str, run_dir: Path):
+        """Run one stage on the short training examples (selected on ~Q2) unless it is done."""
+        from ..patch import from_pretrained
+        from ..training import DONE, complete_checkpoints, run_stage, subsample
+
+        if (run_dir / "final" / DONE).is_file():
+            log.warning("robustness: %s already done in %s, loading it", stage, run_dir)
+            return from_pretrained(run_dir / "final")
+        args = self.stage_args[stage]
+        eval_ds = subsample(self.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
+        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
+        run_stage(model, self.tokenizer, self.train, eval_ds, self.info, stage, run_dir, args, resume)
+        return model
+
+    def evaluate(self, model, run_dir: Path) -> dict:
+        """Metric and FLOPs on each bucket (None for an empty one); records written per bucket."""
+        from ..evaluation import evaluate, write_metrics
+
+        out = {}
+        for name, ds in self.buckets.items():
+            if len(ds) == 0:
+                out[name] = None
+                continue
+            result = evaluate(model, ds, self.info, self.pad_id, self.eval_batch_size)
+            write_metrics(result, run_dir / BUCKET_DIRS[name])
+            out[name] = {"metric": result["metric"], "relative_flops": result["relative_flops"],
+                         "gflops": result["gflops"], "baseline_gflops": result["baseline_gflops"],
+                         "n": result["num_examples"], "tokens_kept_per_layer": result["tokens_kept_per_layer"]}
+        return out
+
+
+def _load(output_dir) -> dict:
+    path = Path(output_dir) / RESULTS
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LTPError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def _find(rows, method, knob):
+    for r in rows:
+        if r["method"] == method and (r["knob"] is None if knob is None else
+                                      r["knob"] is not None and math.isclose(r["knob"], knob, rel_tol=1e-9)):
+            return r
+    return None
+
+
+def _save_row(output_dir, meta: dict, row: dict) -> None:
+    data = _load(output_dir)
+    if data.get("q2") not in (None, meta["q2"]) or data.get("task") not in (None, meta["task"]):
+        raise LTPError(f"{Path(output_dir) / RESULTS} holds another task or split; use a new output folder")
+    rows = [r for r in data.get("rows", []) if _find([r], row["method"], row["knob"]) is None]
+    write_json_atomic(Path(output_dir) / RESULTS, {**meta, "rows": rows + [row]})
+
+
+def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "lat"), finetune: bool = False,
+                   ltp: LTPConfig | None = None, stage_args: dict | None = None, data_kwargs: dict | None = None,
+                   max_length: int | None = None, eval_batch_size: int = 64, search_kwargs: dict | None = None,
+                   length_drop_prob: float = 0.2) -> dict:
+    """Table 3 for one task; returns the content of ``robustness.json`` (also written, with the
+    markdown table and the plot).
+
+    ``model``: a checkpoint fine-tuned on the task or, with ``finetune=True``, a base checkpoint
+    fine-tuned first on the short training examples only (the strict protocol: nothing long is
+    ever seen). ``lambdas``: one LTP model each, each with a LAT model matched to its ~Q2 FLOPs.
+    ``stage_args``: StageArgs per stage (finetune, soft, hard, lengthdrop); ``search_kwargs`` go
+    to ``baselines.lat.search_length_config``.
+    """
+    unknown = set(methods) - {"ltp", "lat"}
+    if unknown or not methods:
+        raise ConfigError(f"methods must be ltp and/or lat; got {list(methods)}")
+    lambdas = [float(v) for v in lambdas]
+    if not lambdas or not all(math.isfinite(v) and v >= 0 for v in lambdas):
+        raise ConfigError(f"lambdas must be a non-empty list of numbers >= 0, got {lambdas}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(model, task, output_dir, ltp, stage_args, data_kwargs, max_length, eval_batch_size)
+    log.warning("robustness: Q2 %g, Q3 %g tokens; training on %d of %d examples; buckets %s", run.q2, run.q3,
+                len(run.train), run.meta["train_examples"]["total"],
+                {k: v["n"] for k, v in run.meta["buckets"].items()})
+    if finetune:
+        from ..training import DONE
+
+        ft_dir = output_dir / "finetune"
+        if not (ft_dir / "final" / DONE).is_file():
+            run.stage(run.load(), "finetune", ft_dir)
+        run.model_path = str(ft_dir / "final")
+
+    def done(method, knob):
+        return _find(_load(output_dir).get("rows", []), method, knob)
+
+    if done("unpruned", None) is None:
+        from ..patch import set_mode
+
+        _save_row(output_dir, run.meta, {"method": "unpruned", "knob": None,
+                                         "buckets": run.evaluate(set_mode(run.load(), "off"), output_dir / "unpruned")})
+    for lam in lambdas:
+        if done("ltp", lam) is None:
+            run_dir = output_dir / "ltp" / f"{lam:g}"
+            m = run.stage(run.load(lambda_=lam), "soft", run_dir / "soft")
+            m = run.stage(m, "hard", run_dir / "hard")
+            _save_row(output_dir, run.meta, {"method": "ltp", "knob": lam, "buckets": run.evaluate(m, run_dir)})
+        row = done("ltp", lam)
+        log.warning("robustness: LTP lambda %g: %s", lam, _brief(row))
+    if "lat" in methods:
+        lat_model = None
+        for lam in lambdas:
+            if done("lat", lam) is not None:
+                continue
+            lat_model = lat_model if lat_model is not None else _lengthdrop_model(run, output_dir, length_drop_prob)
+            target = done("ltp", lam)["buckets"]["~Q2"]["relative_flops"]
+            _save_row(output_dir, run.meta, _lat_row(run, lat_model, lam, target, output_dir / "lat" / f"{lam:g}",
+                                                     length_drop_prob, search_kwargs or {}))
+            log.warning("robustness: LAT matched to lambda %g: %s", lam, _brief(done("lat", lam)))
+    data = _load(output_dir)
+    (output_dir / "robustness.md").write_text(format_table3(data) + "\n")
+    plot_robustness(data, output_dir / "robustness.png")
+    return data
+
+
+def _lengthdrop_model(run: _Run, output_dir: Path, length_drop_prob: float):
+    """LAT's one LengthDrop model, trained on the short examples (once, then loaded)."""
+    from ..baselines.lat import run_lengthdrop
+    from ..patch import from_pretrained, set_mode
+    from ..training import DONE, complete_checkpoints, subsample
+
+    run_dir = output_dir / "lat" / "lengthdrop"
+    if (run_dir / "final" / DONE).is_file():
+        model = from_pretrained(run_dir / "final")
+    else:
+        model = run.load()
+        args = run.stage_args["lengthdrop"]
+        eval_ds = subsample(run.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
+        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
+        run_lengthdrop(model, run.tokenizer, run.train, eval_ds, run.info, run_dir, args,
+                       length_drop_prob=length_drop_prob, resume=resume)
+    return set_mode(model, "off")
+
+
+def _lat_row(run: _Run, model, lam: float, target: float, run_dir: Path, length_drop_prob: float,
+             search_kwargs: dict) -> dict:
+    """Search one length configuration on ~Q2 under ``target`` FLOPs, then evaluate every bucket."""
+    from ..baselines.lat import configure_length, length_config_flops, search_length_config
+    from ..patch import get_config, get_dims, patch
+
+    short = run.buckets["~Q2"]
+    dims = get_dims(model)
+    least = length_config_flops([1] * dims.num_layers, [len(x) for x in short["input_ids"]], dims.hidden,
+                                dims.intermediate)
+    if target < least:
+        log.warning("robustness: LTP's ~Q2 FLOPs %.4f are below what LAT can reach (%.4f); searching at that",
+                    target, least)
+    goal = max(float(target), least)
+    kwargs = {"length_drop_prob": length_drop_prob, "batch_size": run.eval_batch_size, **search_kwargs}
+    best = search_length_config(model, short, run.info, run.pad_id, goal, state_file=run_dir / "search.json",
+                                **kwargs)
+    base = get_config(model)
+    configure_length(model, best["keep_lengths"])
+    try:
+        buckets = run.evaluate(model, run_dir)
+    finally:
+        patch(model, base)
+    return {"method": "lat", "knob": lam, "flops_target": goal, "keep_lengths": best["keep_lengths"],
+            "buckets": buckets}
+
+
+def _brief(row) -> str:
+    return ", ".join(f"{k} {v['metric']:.4f} @ {v['relative_flops']:.3f}" if v else f"{k} (empty)"
+                     for k, v in row["buckets"].items())
+
+
+def format_table3(data: dict) -> str:
+    """Table 3 as markdown: metric and relative FLOPs per bucket, one row per model, then the
+    LTP - LAT difference per lambda."""
+    if not data.get("rows"):
+        raise LTPError("no robustness results yet")
+    b = data["buckets"]
+    lines = [f"**{data['task']}**: trained on {data['train_examples']['used (length <= Q2)']} of "
+             f"{data['train_examples']['total']} training examples (length <= dev median Q2 = {data['q2']:g} "
+             f"tokens; Q3 = {data['q3']:g}). Dev buckets: " +
+             ", ".join(f"{k} n={b[k]['n']}" + (f" ({b[k]['min_length']}-{b[k]['max_length']} tokens)"
+                                               if b[k]["n"] else "") for k in BUCKETS) + ".",
+             "",
+             "| model | " + " | ".join(f"{k} {data['metric_name']} | {k} FLOPs" for k in BUCKETS) + " |",
+             "|---|" + "---:|" * (2 * len(BUCKETS))]
+
+    def cell(v, key):
+        return "-" if v is None else f"{v[key]:.4f}" if key == "metric" else f"{v[key]:.3f}"
+
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows = sorted(data["rows"], key=lambda r: (r["knob"] if r["knob"] is not None else -1, order[r["method"]]))
+    for r in rows:
+        name = ("unpruned" if r["method"] == "unpruned" else f"LTP (lambda {r['knob']:g})" if r["method"] == "ltp"
+                else f"LAT (matched to lambda {r['knob']:g})")
+        lines.append(f"| {name} | " + " | ".join(f"{cell(r['buckets'][k], 'metric')} | "
+                                                 f"{cell(r['buckets'][k], 'relative_flops')}" for k in BUCKETS) + " |")
+    for r in rows:
+        lat = _find(data["rows"], "lat", r["knob"]) if r["method"] == "ltp" else None
+        if lat is not None:
+            cells = []
+            for k in BUCKETS:
+                a, c = r["buckets"][k], lat["buckets"][k]
+                cells += ["-" if a is None or c is None else f"{a['metric'] - c['metric']:+.4f}", ""]
+            lines.append(f"| LTP - LAT (lambda {r['knob']:g}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_robustness(data: dict, path) -> Path:
+    """Metric (left) and relative FLOPs (right) per length bucket, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = {"unpruned": ("gray", "--", "o"), "ltp": ("tab:blue", "-", "o"), "lat": ("tab:orange", "-", "^")}
+    x = np.arange(len(BUCKETS))
+    for r in data["rows"]:
+        color, line, marker = styles[r["method"]]
+        label = r["method"] if r["knob"] is None else f"{r['method']} (lambda {r['knob']:g})"
+        for ax, key in ((left, "metric"), (right, "relative_flops")):
+            ys = [math.nan if r["buckets"][k] is None else r["buckets"][k][key] for k in BUCKETS]
+            ax.plot(x, ys, linestyle=line, marker=marker, color=color, label=label, alpha=0.9)
+    for ax, ylabel in ((left, f"dev {data['metric_name']}"), (right, "relative FLOPs")):
+        ax.set_xticks(x, [f"{k}\n(n={data['buckets'][k]['n']})" for k in BUCKETS])
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.suptitle(f"{data['task']}: trained on inputs <= {data['q2']:g} tokens (dev Q2), evaluated per length bucket",
+                 fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    """Add ``robustness`` (Table 3) to the subparsers of ``ltprune experiment``."""
+    from .common import add_data_options, add_ltp_options, add_stage_options
+
+    p = subparsers.add_parser(
+        "robustness", help="Table 3: train on inputs shorter than the dev median, evaluate by length bucket",
+        description="Train LTP (one model per lambda) and LAT (one LengthDrop model, one search per lambda, "
+                    "matched to LTP's FLOPs on the ~Q2 bucket) on the training examples no longer than the "
+                    "dev median, then evaluate each on the dev buckets ~Q2, Q2~Q3 and Q3~. Writes "
+                    "robustness.json, robustness.md and robustness.png; rerun to resume.")
+    p.add_argument("--model", help="checkpoint fine-tuned on the task (or a base one with --finetune)")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune --model first, on the short training examples only")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--lambdas", default="0.1", help="comma list; one LTP and one matched LAT model each")
+    p.add_argument("--methods", default="ltp,lat", help="ltp or ltp,lat")
+    p.add_argument("--table", action="store_true", help="only print the table from OUTPUT_DIR (no training)")
+    add_data_options(p, required=False)
+    add_ltp_options(p, with_lambda=False)
+    add_stage_options(p)
+    g = p.add_argument_group("LAT")
+    g.add_argument("--length-drop-prob", type=float, default=0.2)
+    g.add_argument("--population", type=int, default=12)
+    g.add_argument("--generations", type=int, default=6)
+    g.add_argument("--search-seed", type=int, default=0)
+    p.set_defaults(func=cmd_robustness)
+
+
+def cmd_robustness(a) -> int:
+    from ..training import set_threads
+    from .common import data_kwargs, ltp_from_args, parse_floats, stage_args_from_args
+
+    output_dir = Path(a.output_dir)
+    if a.table:
+        data = _load(output_dir)
+        if not data:
+            raise LTPError(f"{output_dir / RESULTS}: no results yet; run the experiment first")
+    else:
+        if not a.model or not a.task:
+            raise ConfigError("ltprune experiment robustness needs --model and --task (or --table)")
+        set_threads(a.threads)
+        data = run_robustness(a.model, a.task, output_dir, parse_floats(a.lambdas, "--lambdas"),
+                              methods=[m.strip() for m in a.methods.split(",") if m.strip()], finetune=a.finetune,
+                              ltp=ltp_from_args(a), stage_args=stage_args_from_args(a), data_kwargs=data_kwargs(a),
+                              max_length=a.max_length, eval_batch_size=a.eval_batch_size,
+                              length_drop_prob=a.length_drop_prob,
+                              search_kwargs={"population": a.population, "generations": a.generations,
+                                             "seed": a.search_seed})
+    print(format_table3(data))
+    print(f"wrote {output_dir / RESULTS}, robustness.md and robustness.png")
+    return 0
+
+
+__all__ = ["BUCKETS", "length_buckets", "run_robustness", "format_table3", "plot_robustness", "register",
+           "cmd_robustness"]

@@ -1,0 +1,541 @@
+"""8-bit LTP (paper §4.6, Fig. 7): quantization-aware weights, BOPs, and real int8 inference on CPU.
+
+* **Training** (:func:`quantize_model`): every ``nn.Linear`` of the encoder and the head (not the
+  embeddings: their bit-width does not change inference cost, paper §4.6) gets a
+  ``torch.nn.utils.parametrize`` parametrization on ``weight`` that fake-quantizes it with static
+  uniform symmetric integer quantization: ``scale = max|w| / (2^(b-1) - 1)``, round to nearest
+  (ties to even), clamp to ``±(2^(b-1) - 1)``. The backward pass is a straight-through estimator.
+  The modules stay ``nn.Linear`` and are still called by the removal engine, so pruning, packing
+  and soft masks are unaffected. **Granularity**: per output channel by default (one scale per
+  row: the usual choice for int8 weights, noticeably more accurate than one scale per matrix on
+  small models, and what the int8 CPU kernels support at no extra cost); ``per_channel=False``
+  gives one scale per tensor.
+* Optional activation quantization (off by default): the input of each such Linear is
+  fake-quantized symmetrically with a range tracked as an EMA of ``max|x|`` during training.
+* :func:`bake` removes the parametrizations, leaving the quantized float weights, so that
+  ``save_pretrained`` writes ordinary safetensors that :func:`ltprune.from_pretrained` loads; the
+  bits are recorded in ``model.config.ltp_quantization``.
+* :func:`export_int8` gives a model whose Linear layers run int8 kernels (PyTorch dynamic
+  quantization); :func:`int8_throughput` times it side by side with the fp32 models.
+* :func:`bops_summary`: bit operations = MACs x weight bits x activation bits, against the 16-bit
+  unpruned model, as in the paper.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from . import flops as flops_mod
+from .errors import ConfigError, LTPError
+
+log = logging.getLogger("ltprune")
+
+CONFIG_KEY = "ltp_quantization"
+REFERENCE_BITS = 16  # the paper's reference is the FP16 unpruned model
+_INPUT_QUANT = "ltp_input_quant"
+
+
+def qmax(bits: int) -> int:
+    """Largest integer level of a symmetric ``bits``-bit grid (127 for 8 bits: -128 is unused,
+    so the grid is symmetric and zero is exact)."""
+    _check_bits(bits, "bits")
+    return 2 ** (bits - 1) - 1
+
+
+def _check_bits(bits, name: str) -> None:
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16:
+        raise ConfigError(f"{name} must be an integer between 2 and 16, got {bits!r}")
+
+
+def weight_scale(weight: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+    """``max|w| / qmax`` per output row (shape (out, 1)) or for the whole tensor (shape ())."""
+    w = weight.detach()
+    top = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) if per_channel else w.abs().max()
+    scale = top / qmax(bits)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
+
+
+def fake_quantize_weight(weight: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+    """Weights rounded to the symmetric integer grid, returned in float.
+
+    Straight-through: the gradient w.r.t. ``weight`` is the identity (every weight lies inside
+    the range, which is set by the largest one), and the scale gets none.
+    """
+    scale = weight_scale(weight, bits, per_channel)
+    top = qmax(bits)
+    q = torch.clamp(torch.round(weight.detach() / scale), -top, top) * scale
+    return weight + (q - weight.detach())
+
+
+def fake_quantize_activation(x: torch.Tensor, max_abs: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric fake quantization of ``x`` to the range ``±max_abs``; clipped straight-through
+    estimator (gradient 1 inside the range, 0 for clipped values)."""
+    top = qmax(bits)
+    scale = (max_abs.detach().to(x.dtype) / top).clamp_min(torch.finfo(x.dtype).tiny)
+    limit = scale * top
+    clipped = torch.maximum(torch.minimum(x, limit), -limit)
+    q = torch.round(clipped.detach() / scale) * scale
+    return clipped + (q - clipped.detach())
+
+
+class WeightFakeQuant(nn.Module):
+    """The parametrization put on each Linear's ``weight`` (recomputed from the latent float
+    weight at every access, so the optimizer keeps updating full-precision weights)."""
+
+    def __init__(self, bits: int = 8, per_channel: bool = True):
+        super().__init__()
+        _check_bits(bits, "weight_bits")
+        self.bits = bits
+        self.per_channel = per_channel
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize_weight(weight, self.bits, self.per_channel)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.per_channel}"
+
+
+class ActivationFakeQuant(nn.Module):
+    """Fake-quantizes a Linear's input. The range is an EMA of the batch's ``max|x|`` while
+    training (a static range at inference, as deployable int8 kernels need); before any
+    training batch it falls back to the current batch's maximum."""
+
+    def __init__(self, bits: int = 8, momentum: float = 0.9, max_abs: float | None = None):
+        super().__init__()
+        _check_bits(bits, "activation_bits")
+        self.bits = bits
+        self.momentum = momentum
+        # not persistent: checkpoints stay ordinary transformers state dicts; the range is kept
+        # in the config instead (see bake / restore_quantization)
+        self.register_buffer("running_max", torch.tensor(float(max_abs or 0.0)), persistent=False)
+        self.calibrated = max_abs is not None
+        self.frozen = max_abs is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        learn = self.training and not self.frozen
+        if not learn and self.calibrated:
+            return fake_quantize_activation(x, self.running_max, self.bits)
+        current = x.detach().abs().max().to(self.running_max.dtype)
+        if learn:
+            with torch.no_grad():
+                if self.calibrated:
+                    self.running_max.mul_(self.momentum).add_((1 - self.momentum) * current)
+                else:
+                    self.running_max.copy_(current)
+                    self.calibrated = True
+        return fake_quantize_activation(x, self.running_max if self.calibrated else current, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, momentum={self.momentum}, frozen={self.frozen}"
+
+
+def _quantize_input_hook(module, args):
+    return (getattr(module, _INPUT_QUANT)(args[0]), *args[1:])
+
+
+def quantizable_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """Every ``nn.Linear`` of the model except those inside the embedding module."""
+    base = getattr(model, "base_model", model)
+    embeddings = getattr(base, "embeddings", None)
+    skip = {id(m) for m in embeddings.modules()} if isinstance(embeddings, nn.Module) else set()
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) not in skip]
+
+
+def quantize_model(model: nn.Module, weight_bits: int = 8, activation_bits: int | None = None, *,
+                   per_channel: bool = True, momentum: float = 0.9) -> nn.Module:
+    """Make ``model`` quantization-aware, in place; returns it.
+
+    Weights of every Linear outside the embeddings are fake-quantized to ``weight_bits``;
+    with ``activation_bits`` their inputs too. Calling it again replaces the previous setting.
+    """
+    _check_bits(weight_bits, "weight_bits")
+    if activation_bits is not None:
+        _check_bits(activation_bits, "activation_bits")
+    remove_quantization(model)
+    linears = quantizable_linears(model)
+    if not linears:
+        raise LTPError(f"{type(model).__name__} has no Linear layers outside its embeddings to quantize")
+    for _, linear in linears:
+        parametrize.register_parametrization(linear, "weight", WeightFakeQuant(weight_bits, per_channel))
+        if activation_bits is not None:
+            _add_input_quant(linear, ActivationFakeQuant(activation_bits, momentum))
+    model.config.ltp_quantization = {"weight_bits": weight_bits, "activation_bits": activation_bits,
+                                     "granularity": "per_channel" if per_channel else "per_tensor",
+                                     "scheme": "symmetric", "layers": len(linears)}
+    return model
+
+
+def _add_input_quant(linear: nn.Linear, quantizer: ActivationFakeQuant) -> None:
+    linear.add_module(_INPUT_QUANT, quantizer)
+    linear._ltp_input_hook = linear.register_forward_pre_hook(_quantize_input_hook)
+
+
+def _remove_input_quant(linear: nn.Module) -> None:
+    handle = linear.__dict__.pop("_ltp_input_hook", None)
+    if handle is not None:
+        handle.remove()
+    if _INPUT_QUANT in linear._modules:
+        del linear._modules[_INPUT_QUANT]
+
+
+def has_fake_quant_weights(model: nn.Module) -> bool:
+    """Whether some Linear still carries the training-time weight parametrization."""
+    return any(_weight_quantizer(m) is not None for m in model.modules())
+
+
+def _weight_quantizer(module: nn.Module) -> WeightFakeQuant | None:
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    found = [p for p in module.parametrizations.weight if isinstance(p, WeightFakeQuant)]
+    return found[0] if found else None
+
+
+def quantization_info(model: nn.Module) -> dict | None:
+    """The recorded ``config.ltp_quantization`` (None for a full-precision model)."""
+    info = getattr(model.config, CONFIG_KEY, None)
+    return dict(info) if info else None
+
+
+def model_bits(model: nn.Module) -> tuple[int, int]:
+    """(weight bits, activation bits) for BOPs; unquantized parts count as 16-bit, the paper's
+    FP16 reference."""
+    info = quantization_info(model) or {}
+    return info.get("weight_bits") or REFERENCE_BITS, info.get("activation_bits") or REFERENCE_BITS
+
+
+def activation_ranges(model: nn.Module) -> dict[str, float]:
+    """{linear name: range} of the calibrated activation quantizers."""
+    return {name[: -len(_INPUT_QUANT) - 1]: float(m.running_max) for name, m in model.named_modules()
+            if isinstance(m, ActivationFakeQuant) and m.calibrated}
+
+
+def _record_ranges(model: nn.Module) -> None:
+    info = quantization_info(model)
+    if info is not None and info.get("activation_bits"):
+        info["activation_ranges"] = activation_ranges(model)
+        model.config.ltp_quantization = info
+
+
+def baked_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as :func:`bake` would leave it (quantized ``weight`` keys), computed without
+    touching the model: what a mid-training save of the final model needs."""
+    out = {}
+    prefixes = {}
+    for name, module in model.named_modules():
+        quantizer = _weight_quantizer(module)
+        if quantizer is not None:
+            prefixes[f"{name}." if name else ""] = (module, quantizer)
+    for key, value in model.state_dict().items():
+        head, sep, tail = key.partition("parametrizations.weight.original")
+        if sep and not tail and head in prefixes:
+            module, quantizer = prefixes[head]
+            with torch.no_grad():
+                out[head + "weight"] = quantizer(module.parametrizations.weight.original).detach().clone()
+        else:
+            out[key] = value
+    return out
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Replace each fake-quantized weight by its quantized value and drop the parametrization,
+    in place; returns the model. Activation quantizers stay (they hold no saved state; their
+    ranges go into ``config.ltp_quantization['activation_ranges']`` for
+    :func:`restore_quantization`)."""
+    _record_ranges(model)
+    for module in list(model.modules()):
+        if _weight_quantizer(module) is not None:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model
+
+
+def remove_quantization(model: nn.Module) -> nn.Module:
+    """Undo :func:`quantize_model` keeping the latent full-precision weights (no baking)."""
+    for module in list(model.modules()):
+        if _weight_quantizer(module) is not None:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        _remove_input_quant(module)
+    return model
+
+
+def restore_quantization(model: nn.Module) -> nn.Module:
+    """After loading a baked checkpoint: put back the activation quantizers with their saved
+    (frozen) ranges, so the model computes what it computed when it was saved. Weights need
+    nothing: they were saved quantized."""
+    info = quantization_info(model) or {}
+    bits, ranges = info.get("activation_bits"), info.get("activation_ranges") or {}
+    if bits:
+        modules = dict(model.named_modules())
+        for name, value in ranges.items():
+            if name in modules:
+                _remove_input_quant(modules[name])
+                _add_input_quant(modules[name], ActivationFakeQuant(bits, max_abs=value))
+    return model
+
+
+def _construct(cls, config) -> nn.Module:
+    """``cls(config)`` without consuming the caller's random numbers (its weights are
+    overwritten right after: a copy must not change what a seeded run does next)."""
+    with torch.random.fork_rng(devices=[]):
+        return cls(config)
+
+
+def baked_copy(model: nn.Module) -> nn.Module:
+    """A separate, baked copy of a (patched) model, without activation quantizers.
+
+    Built by constructing the class afresh and loading the baked state dict, not by
+    ``copy.deepcopy``: a deep copy of a model patched by ltprune 0.1's ``patch`` shares the
+    original's LTP state (its hook closures are copied by reference) and runs the original's
+    encoder layers with the original's config.
+    """
+    from .patch import get_config, is_patched, patch
+
+    config = copy.deepcopy(model.config)
+    param = next(model.parameters())
+    clone = _construct(type(model), config)
+    if is_patched(model):
+        patch(clone, get_config(model))
+    clone.load_state_dict(baked_state_dict(model), strict=True)
+    return clone.to(device=param.device, dtype=param.dtype).train(model.training)
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 inference on CPU
+
+
+@contextmanager
+def _quiet_ao():
+    """torch.ao.quantization warns at import and per tensor that it is deprecated (the eager
+    API moves to torchao); it still works in torch 2.13 and is what runs int8 on CPU without an
+    extra dependency."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao.*")
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
+        yield
+
+
+def int8_qconfig(per_channel: bool = True):
+    """Dynamic-quantization qconfig whose weight grid is ours: symmetric, levels ±127 (the default
+    observers use -128..127 and scale max/127.5, which would round already-quantized weights a
+    second time)."""
+    with _quiet_ao():
+        from torch.ao.quantization import QConfig
+        from torch.ao.quantization.observer import (
+            MinMaxObserver,
+            PerChannelMinMaxObserver,
+            default_dynamic_quant_observer,
+        )
+    if per_channel:
+        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                    quant_min=-127, quant_max=127)
+    else:
+        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                                          quant_min=-127, quant_max=127)
+    return QConfig(activation=default_dynamic_quant_observer, weight=weight)
+
+
+def export_int8(model: nn.Module, per_channel: bool | None = None, full_range: bool = False) -> nn.Module:
+    """A copy of ``model`` whose Linear layers (outside the embeddings) run int8 kernels on CPU.
+
+    PyTorch dynamic quantization: int8 weights (the model's own grid when it was trained with
+    :func:`quantize_model` at 8 bits, so they are not rounded twice), activations quantized per
+    tensor and per call by the kernel. The copy is patched like the original (the engine calls
+    the swapped modules), in eval mode, on CPU. ``model`` is left as it is.
+
+    PyTorch's dynamic Linear quantizes activations to 7 bits (``reduce_range``) so that AVX2
+    kernels cannot saturate their 16-bit intermediate sums. ``full_range=True`` uses all 8 bits
+    (up to 3x smaller logit error in our tests); use it only on CPUs with VNNI (AVX512-VNNI /
+    AVX-VNNI), whose kernels accumulate in 32 bits.
+    """
+    info = quantization_info(model) or {}
+    if info.get("weight_bits") not in (None, 8):
+        warnings.warn(f"the model was trained with {info['weight_bits']}-bit weights; int8 kernels re-quantize "
+                      "them to 8 bits", stacklevel=2)
+    if per_channel is None:
+        per_channel = info.get("granularity", "per_channel") == "per_channel"
+    if "x86" in torch.backends.quantized.supported_engines and torch.backends.quantized.engine == "none":
+        torch.backends.quantized.engine = "x86"
+    clone = baked_copy(model).to("cpu").float().eval()
+    qconfig = int8_qconfig(per_channel)
+    spec = {name: qconfig for name, _ in quantizable_linears(clone)}
+    with _quiet_ao():
+        from torch.ao.quantization import quantize_dynamic
+
+        quantize_dynamic(clone, spec, dtype=torch.qint8, inplace=True)
+    if full_range:
+        for module in clone.modules():
+            if module._get_name() == "DynamicQuantizedLinear":
+                module.version = 3  # its forward then calls linear_dynamic without reduce_range
+    clone.config.ltp_quantization = {**info, "int8_export": "dynamic"}
+    return clone
+
+
+def _quiet_forward(model):
+    def run(**batch):
+        with _quiet_ao(), torch.no_grad():
+            return model(**batch)
+    return run
+
+
+def logits_agreement(reference: nn.Module, other: nn.Module, batches) -> dict:
+    """Max |logit difference| and argmax agreement of two models over the same batches."""
+    diff, same, total = 0.0, 0, 0
+    for batch in batches:
+        a = _quiet_forward(reference)(**batch).logits.float()
+        b = _quiet_forward(other)(**batch).logits.float()
+        diff = max(diff, float((a - b).abs().max()))
+        same += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0]
+    return {"max_abs_logit_diff": diff, "argmax_agreement": same / max(total, 1)}
+
+
+def stock_copy(model: nn.Module) -> nn.Module:
+    """The same weights in the unpatched transformers class (the fp32 "stock" baseline)."""
+    from .patch import THRESHOLDS
+
+    stock = _construct(type(model), copy.deepcopy(model.config))
+    state = {k: v for k, v in baked_state_dict(model).items() if not k.endswith(THRESHOLDS)}
+    stock.load_state_dict(state, strict=True)
+    return stock.eval()
+
+
+def int8_throughput(pruned: nn.Module, dataset, pad_id: int, stock: nn.Module | None = None,
+                    batch_sizes=(1, 8, 32), repeats: int = 5, max_examples_batch1: int = 128,
+                    layout: str | None = None, full_range: bool = False) -> list[dict]:
+    """Sequences/s of int8 LTP vs fp32 LTP vs the fp32 stock model (and the int8 stock model, to
+    separate what each method gives), interleaved, medians of ``repeats``; ratios per batch size.
+
+    ``pruned``: a patched model (fake-quantized or baked); it runs in ``hard`` mode. ``stock``:
+    the unpruned fp32 model (default: ``pruned``'s weights in the unpatched class).
+    """
+    from .bench import _batches, flops_reduction
+    from .patch import get_config, is_patched, patch
+    from .timing import time_variants
+
+    config = get_config(pruned).replace(mode="hard", **({"layout": layout} if layout else {}))
+    fp32 = patch(baked_copy(pruned).eval(), config)
+    int8 = patch(export_int8(pruned, full_range=full_range), config)
+    stock = stock_copy(pruned) if stock is None else stock.eval()
+    stock_int8 = None if is_patched(stock) else export_int8(stock, full_range=full_range)
+    variants = {"stock_fp32": stock, "ltp_fp32": fp32, "ltp_int8": int8}
+    if stock_int8 is not None:
+        variants["stock_int8"] = stock_int8
+    rows = []
+    for bs in batch_sizes:
+        data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
+        batches = _batches(data, pad_id, bs)
+        reduction = flops_reduction(fp32, batches)
+
+        def timed(model, batches=batches):
+            forward = _quiet_forward(model)
+            return lambda: [forward(**b) for b in batches]
+
+        t = time_variants({name: timed(m) for name, m in variants.items()}, repeats=repeats)
+        n = len(data)
+        row = {"batch_size": bs, "num_sequences": n, "flops_reduction": reduction,
+               **{name: {"sequences_per_s": n / t[name]["median"], "median_s": t[name]["median"],
+                         "min_s": t[name]["min"], "max_s": t[name]["max"]} for name in variants}}
+        med = {name: t[name]["median"] for name in variants}
+        row["ratios"] = {"ltp_int8_over_stock_fp32": med["stock_fp32"] / med["ltp_int8"],
+                         "ltp_int8_over_ltp_fp32": med["ltp_fp32"] / med["ltp_int8"],
+                         "ltp_fp32_over_stock_fp32": med["stock_fp32"] / med["ltp_fp32"]}
+        if "stock_int8" in med:
+            row["ratios"]["stock_int8_over_stock_fp32"] = med["stock_fp32"] / med["stock_int8"]
+        row["int8_vs_fp32_ltp"] = logits_agreement(fp32, int8, batches)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# bit operations
+
+
+def bops_summary(eval_result: dict, weight_bits: int | None, activation_bits: int | None) -> dict:
+    """BOPs per example (mean) of an :func:`ltprune.evaluation.evaluate` result, the 16-bit
+    unpruned model's on the same inputs, and their ratio (paper Fig. 7).
+
+    ``None`` bits count as 16 (a full-precision part runs in FP16 in the paper's reference).
+    ``eval_result`` needs ``gflops`` and ``baseline_gflops`` (means per example).
+    """
+    wb = REFERENCE_BITS if weight_bits is None else weight_bits
+    ab = REFERENCE_BITS if activation_bits is None else activation_bits
+    _check_bits(wb, "weight_bits")
+    _check_bits(ab, "activation_bits")
+    macs = float(eval_result["gflops"]) * 1e9 / 2
+    base_macs = float(eval_result["baseline_gflops"]) * 1e9 / 2
+    bops = float(flops_mod.bops(macs, wb, ab))
+    baseline = float(flops_mod.bops(base_macs, REFERENCE_BITS, REFERENCE_BITS))
+    return {"bops": bops, "baseline_bops": baseline, "relative_bops": bops / baseline if baseline else float("nan"),
+            "weight_bits": wb, "activation_bits": ab}
+
+
+def bops_for(model: nn.Module, eval_result: dict) -> dict:
+    """:func:`bops_summary` with the bits recorded in the model ({} for a full-precision model)."""
+    if quantization_info(model) is None:
+        return {}
+    return bops_summary(eval_result, *model_bits(model))
+
+
+# ---------------------------------------------------------------------------------------------
+# training glue (CLI)
+
+
+def add_train_options(group) -> None:
+    """The quantization / distillation options of ``ltprune train`` (an argparse group)."""
+    group.add_argument("--quantize", type=int, metavar="BITS",
+                       help="quantization-aware training: fake-quantize Linear weights to BITS (paper: 8)")
+    group.add_argument("--quantize-activations", type=int, metavar="BITS",
+                       help="also fake-quantize the Linear inputs to BITS (EMA range; default: off)")
+    group.add_argument("--quantize-granularity", choices=["per-channel", "per-tensor"], default="per-channel",
+                       help="one weight scale per output channel (default) or per matrix")
+    group.add_argument("--distill-from", metavar="PATH",
+                       help="teacher: the unpruned full-precision model (fine-tuned checkpoint) to distill from")
+    group.add_argument("--distill-alpha", type=float, default=0.5,
+                       help="loss = (1 - alpha) * task + alpha * (KD logits + embedding MSE)")
+    group.add_argument("--distill-temperature", type=float, default=2.0, help="KD softmax temperature")
+
+
+def prepare_quantized_training(model: nn.Module, args) -> tuple[type | None, dict | None]:
+    """Apply ``--quantize*`` to ``model`` (in place) and load the ``--distill-from`` teacher.
+
+    ``args``: anything with the attributes of :func:`add_train_options` (missing ones count as
+    unset). Returns ``(trainer_cls, trainer_kwargs)`` for :func:`ltprune.training.run_stage`,
+    ``(None, None)`` when nothing was asked.
+    """
+    bits = getattr(args, "quantize", None)
+    act_bits = getattr(args, "quantize_activations", None)
+    teacher_path = getattr(args, "distill_from", None)
+    if act_bits is not None and bits is None:
+        raise ConfigError("--quantize-activations needs --quantize (weight bits)")
+    alpha = getattr(args, "distill_alpha", 0.5)
+    temperature = getattr(args, "distill_temperature", 2.0)
+    if teacher_path is None and (alpha, temperature) != (0.5, 2.0):
+        log.warning("--distill-alpha / --distill-temperature have no effect without --distill-from")
+    if bits is None and teacher_path is None:
+        return None, None
+    from .distill import DistillTrainer, QuantAwareTrainer, check_distill_args, load_teacher
+
+    if teacher_path is not None:
+        check_distill_args(alpha, temperature)
+    if bits is not None:
+        granularity = getattr(args, "quantize_granularity", "per-channel")
+        quantize_model(model, bits, act_bits, per_channel=granularity != "per-tensor")
+    if teacher_path is None:
+        return QuantAwareTrainer, {}
+    teacher = load_teacher(teacher_path, student=model)
+    return DistillTrainer, {"teacher": teacher, "alpha": alpha, "temperature": temperature}
+
+
+__all__ = ["quantize_model", "bake", "remove_quantization", "restore_quantization", "baked_state_dict",
+           "baked_copy", "stock_copy", "export_int8", "int8_throughput", "logits_agreement", "bops_summary",
+           "bops_for", "model_bits", "quantization_info", "has_fake_quant_weights", "fake_quantize_weight",
+           "fake_quantize_activation", "weight_scale", "qmax", "quantizable_linears", "add_train_options",
+           "prepare_quantized_training", "WeightFakeQuant", "ActivationFakeQuant"]
