@@ -72,7 +72,7 @@ def test_bench_functions_report_ratios():
     ids, mask = random_batch([12, 5, 9, 7, 3, 10], vocab=30522)
     data = datasets.Dataset.from_dict({"input_ids": [i[m.bool()].tolist() for i, m in zip(ids, mask)],
                                        "attention_mask": [m[m.bool()].tolist() for m in mask]})
-    batches = bench._batches(data, 0, 4)
+    batches = bench.length_sorted_tensors(data, 0, 4)
     ramp = bench.calibrate_thresholds(model, batches, target=0.6)
     assert ramp > 0
     rows = bench.throughput_vs_batch(stock, model, data, 0, batch_sizes=(1, 4), repeats=1)

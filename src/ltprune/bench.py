@@ -25,14 +25,16 @@ from .patch import get_config, get_thresholds, patch, set_mode, set_thresholds
 from .timing import time_variants
 
 
-def _batches(dataset, pad_id, batch_size):
+def length_sorted_tensors(dataset, pad_id, batch_size):
+    """The split as padded tensor batches of similar length (the baseline wastes no padding)."""
     rows = [{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names}
             for i in range(len(dataset))]
     index = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
     return [collate([rows[i] for i in idx], pad_id) for idx in index]
 
 
-def _pass(model, batches):
+def timed_pass(model, batches):
+    """A callable running ``model`` over all ``batches`` (what the timings measure)."""
     def run():
         with torch.no_grad():
             for batch in batches:
@@ -80,10 +82,10 @@ def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 6
     rows = []
     for bs in batch_sizes:
         data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
-        batches = _batches(data, pad_id, bs)
+        batches = length_sorted_tensors(data, pad_id, bs)
         reduction = flops_reduction(packed, batches)
-        t = time_variants({"unpruned": _pass(stock, batches), "padded": _pass(padded, batches),
-                           "packed": _pass(packed, batches)}, repeats=repeats)
+        t = time_variants({"unpruned": timed_pass(stock, batches), "padded": timed_pass(padded, batches),
+                           "packed": timed_pass(packed, batches)}, repeats=repeats)
         n = len(data)
         row = {"batch_size": bs, "num_sequences": n, "flops_reduction": reduction}
         for name in ("unpruned", "padded", "packed"):
@@ -150,14 +152,18 @@ def overhead_at_zero_pruning(stock, pruned, dataset, pad_id, batch_sizes=(1, 32)
     for layout in ("packed", "padded"):
         variants[layout] = copy.deepcopy(zero)
         patch(variants[layout], get_config(zero).replace(layout=layout, mode="hard"))
+        # thresholds of 1e-30: every layer computes its attention probabilities and scores (the
+        # cost a real LTP model pays) but nothing scores below them, so nothing is removed
+        variants[f"{layout}-scored"] = copy.deepcopy(variants[layout])
+        set_thresholds(variants[f"{layout}-scored"], torch.full_like(get_thresholds(zero), 1e-30))
     off = copy.deepcopy(zero)
     set_mode(off, "off")
     rows = []
     for bs in batch_sizes:
         data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
-        batches = _batches(data, pad_id, bs)
-        t = time_variants({"stock": _pass(stock, batches), "off": _pass(off, batches),
-                           **{f"hard-{k}": _pass(v, batches) for k, v in variants.items()}}, repeats=repeats)
+        batches = length_sorted_tensors(data, pad_id, bs)
+        t = time_variants({"stock": timed_pass(stock, batches), "off": timed_pass(off, batches),
+                           **{f"hard-{k}": timed_pass(v, batches) for k, v in variants.items()}}, repeats=repeats)
         rows.append({"batch_size": bs, **{f"{name}_over_stock": t[name]["median"] / t["stock"]["median"]
                                           for name in t if name != "stock"}})
     return rows
@@ -257,15 +263,18 @@ def _bench_models(model_path, config_name: str, target: float, batches_for_calib
 
     if model_path is not None:
         pruned = from_pretrained(model_path, mode="hard")
-        stock = transformers.AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+        stock = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model_path, attn_implementation="sdpa").eval()
         return stock, pruned.eval(), None
     if config_name == "bert-base":
         torch.manual_seed(0)
         cfg = transformers.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                       intermediate_size=3072, num_labels=2, initializer_range=0.2)
+        cfg._attn_implementation = "sdpa"
         stock = transformers.BertForSequenceClassification(cfg).eval()
     else:
-        stock = transformers.AutoModelForSequenceClassification.from_pretrained(offline_model_dir(), num_labels=2).eval()
+        stock = transformers.AutoModelForSequenceClassification.from_pretrained(
+            offline_model_dir(), num_labels=2, attn_implementation="sdpa").eval()
     pruned = patch(copy.deepcopy(stock), LTPConfig(mode="hard"))
     ramp = calibrate_thresholds(pruned, batches_for_calibration, target)
     return stock, pruned, ramp
@@ -285,7 +294,7 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
     results = {"environment": environment(), "task": task, "num_sequences": len(dev),
                "mean_length": sum(len(x) for x in dev["input_ids"]) / len(dev),
                "throughput": {}, "models": {}}
-    calibration = _batches(dev.select(range(min(len(dev), 256))), tokenizer.pad_token_id, 32)
+    calibration = length_sorted_tensors(dev.select(range(min(len(dev), 256))), tokenizer.pad_token_id, 32)
     for name in (["checkpoint"] if model_path else list(configs)):
         data = dev if name != "bert-base" else dev.select(range(min(len(dev), 256)))
         stock, pruned, ramp = _bench_models(model_path, name, target, calibration)

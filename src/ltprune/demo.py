@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from . import bench
 from .config import LTPConfig
 from .data import load_task, tokenize_task
-from .evaluation import collate, evaluate, length_sorted_batches, write_metrics
+from .evaluation import evaluate, write_metrics
 from .patch import set_mode
 from .resources import offline_model_dir
 from .timing import time_variants
@@ -32,24 +33,10 @@ DEMO_STAGES = {
 
 def measure_throughput(models: dict, dataset, pad_id: int, batch_size: int, repeats: int) -> dict:
     """Sequences per second of each model over the whole split, batches length-sorted."""
-    rows = [{"input_ids": ids, "attention_mask": [1] * len(ids),
-             **({"token_type_ids": tt} if tt is not None else {})}
-            for ids, tt in zip(dataset["input_ids"],
-                               dataset["token_type_ids"] if "token_type_ids" in dataset.column_names
-                               else [None] * len(dataset))]
-    batches = [collate([rows[i] for i in index], pad_id)
-               for index in length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)]
-
-    def runner(model):
-        def run():
-            with torch.no_grad():
-                for batch in batches:
-                    model(**batch)
-        return run
-
-    timings = time_variants({name: runner(m) for name, m in models.items()}, repeats=repeats)
+    batches = bench.length_sorted_tensors(dataset, pad_id, batch_size)
+    timings = time_variants({name: bench.timed_pass(m, batches) for name, m in models.items()}, repeats=repeats)
     return {name: {"seconds": t["median"], "min": t["min"], "max": t["max"],
-                   "sequences_per_s": len(rows) / t["median"]} for name, t in timings.items()}
+                   "sequences_per_s": len(dataset) / t["median"]} for name, t in timings.items()}
 
 
 def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resume: bool = False) -> dict:
@@ -78,7 +65,8 @@ def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resu
     write_metrics(rows["ltp"], output_dir / "hard")
 
     print("[demo] measuring throughput on the dev set ...", flush=True)
-    stock = AutoModelForSequenceClassification.from_pretrained(output_dir / "finetune" / "final").eval()
+    stock = AutoModelForSequenceClassification.from_pretrained(
+        output_dir / "finetune" / "final", attn_implementation="sdpa").eval()
     speed = {}
     for batch_size in (1, 32) if not quick else (32,):
         subset = subsample(data["validation"], 200 if batch_size == 1 else None)

@@ -195,6 +195,12 @@ def set_thresholds(model: nn.Module, values) -> None:
         param.copy_(values.to(param.device))
 
 
+def reset_thresholds(model: nn.Module) -> None:
+    """Thresholds back to the initial linear schedule of the model's ``final_threshold``."""
+    state = _state(model)
+    set_thresholds(model, init_thresholds(state.dims.num_layers, state.config.final_threshold))
+
+
 def _validate_thresholds(values, num_layers: int, where: str, error=CheckpointError) -> None:
     if values.numel() != num_layers:
         raise error(f"{where}: {values.numel()} thresholds for a model with {num_layers} layers")

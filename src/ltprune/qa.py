@@ -534,7 +534,7 @@ def train_qa(model_name_or_path, output_dir, *, data_file=None, dev_file=None, s
              resume: bool = False) -> dict:
     """The LTP recipe on SQuAD 2.0: ``stages`` in order, each evaluated on dev (SQuAD v2 metrics
     and FLOPs in ``output_dir/<stage>/metrics.json``). Returns {stage: dev metrics}."""
-    from .patch import set_mode
+    from .patch import reset_thresholds, set_mode
     from .training import STAGES, StageArgs
 
     if not stages or any(s not in STAGES for s in stages):
@@ -543,6 +543,8 @@ def train_qa(model_name_or_path, output_dir, *, data_file=None, dev_file=None, s
     data = _QAData(model_name_or_path, data_file, dev_file, max_length, doc_stride, max_train_examples,
                    max_eval_examples)
     model = load_qa_model(model_name_or_path, ltp)
+    if "soft" in stages:  # a new soft stage starts from the initial schedule, not saved thresholds
+        reset_thresholds(model)
     results = {}
     for stage in stages:
         args = (stage_args or {}).get(stage, StageArgs())

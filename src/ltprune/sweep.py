@@ -131,15 +131,12 @@ class _Context:
 
     def load(self, path=None, ltp: LTPConfig | None = None):
         """A fresh patched copy of the checkpoint, thresholds at their initial schedule."""
-        from .patch import get_thresholds, set_thresholds
-        from .pruning import init_thresholds
         from .training import load_model
 
         ltp = ltp or self.ltp
-        model = load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp)
         # an ltprune checkpoint brings the thresholds it was saved with: start every point alike
-        set_thresholds(model, init_thresholds(get_thresholds(model).numel(), ltp.final_threshold))
-        return model
+        return load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
+                          reset_thresholds=True)
 
     def stage(self, model, stage: str, run_dir: Path, args_name: str | None = None):
         """Run one stage unless it already finished (then load its result); returns the model."""

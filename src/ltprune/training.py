@@ -38,6 +38,7 @@ from .config import LTPConfig
 from .errors import CheckpointError, ConfigError, LTPError
 from .metrics import compute_metrics
 from .patch import THRESHOLDS, from_pretrained, get_thresholds, is_patched, patch, set_mode
+from .patch import reset_thresholds as reset
 
 log = logging.getLogger("ltprune")
 
@@ -86,6 +87,9 @@ class LTPTrainer(Trainer):
     def __init__(self, *args, threshold_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.threshold_lr = threshold_lr
+        # Our heads return a mean loss and ignore num_items_in_batch: without this, Trainer
+        # takes the loss as already scaled and multiplies it by the world size under DDP.
+        self.model_accepts_loss_kwargs = False
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -121,15 +125,25 @@ class ThresholdLogger(TrainerCallback):
             logs["thresholds"] = [round(t, 6) for t in get_thresholds(self.model).detach().cpu().tolist()]
 
 
-def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTPConfig | None):
+def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTPConfig | None,
+               reset_thresholds: bool = False):
     """A patched sequence-classification model from an ltprune checkpoint, a fine-tuned or a base
-    transformers checkpoint (local path or hub name; a base gets a fresh classification head)."""
+    transformers checkpoint (local path or hub name; a base gets a fresh classification head).
+
+    An ltprune checkpoint brings the thresholds it was saved with; ``reset_thresholds`` puts
+    them back to the initial schedule of ``ltp.final_threshold`` (what a new soft stage wants).
+    """
     path = Path(name_or_path)
     config_file = path / "config.json"
     if config_file.is_file() and "ltp_config" in json.loads(config_file.read_text()):
         overrides = ltp.to_dict() if ltp is not None else {}
         overrides.pop("mode", None)
         model = from_pretrained(path, **overrides)
+        saved = getattr(model.config, "num_labels", num_labels)
+        if saved != num_labels:
+            raise ConfigError(f"{path} has a {saved}-label head; the task has {num_labels} labels")
+        if reset_thresholds:
+            reset(model)
     else:
         if path.exists() and not config_file.is_file():
             raise CheckpointError(f"{path}: not a model folder (no config.json)")
@@ -296,6 +310,13 @@ def _load_weights(model, folder: Path) -> None:
         state.update(load_file(str(file)))
     if not state:
         raise CheckpointError(f"{folder}: finished stage without weights; remove the folder and rerun")
+    # A quantization-aware model keeps its float weights under a parametrization; the saved
+    # stage holds them baked under the plain name.
+    own = set(model.state_dict())
+    for key in list(state):
+        param = key[: -len("weight")] + "parametrizations.weight.original"
+        if key.endswith("weight") and key not in own and param in own:
+            state[param] = state.pop(key)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise CheckpointError(f"{folder}: weights do not fit this model ({', '.join(unexpected[:3])}...)")
@@ -342,7 +363,8 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         raise LTPError(f"task {task!r} has no validation split to evaluate on")
     tokenizer = load_tokenizer(model_name_or_path)
     tokenized = tokenize_task(dsd, tokenizer, info, max_length)
-    model = load_model(model_name_or_path, info.num_labels, info.is_regression, ltp)
+    model = load_model(model_name_or_path, info.num_labels, info.is_regression, ltp,
+                       reset_thresholds="soft" in stages)
     trainer_cls = trainer_kwargs = None
     if quantization is not None:
         from .quantization import prepare_quantized_training

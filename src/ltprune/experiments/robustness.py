@@ -102,15 +102,12 @@ class _Run:
 
     def load(self, path=None, lambda_=None):
         """A fresh patched copy of a checkpoint, thresholds at their initial schedule."""
-        from ..patch import get_thresholds, set_thresholds
-        from ..pruning import init_thresholds
         from ..training import load_model
 
         ltp = self.ltp if lambda_ is None else self.ltp.replace(lambda_=float(lambda_), method="threshold",
                                                                  keep_ratios=None, keep_lengths=None)
-        model = load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp)
-        set_thresholds(model, init_thresholds(get_thresholds(model).numel(), ltp.final_threshold))
-        return model
+        return load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
+                          reset_thresholds=True)
 
     def stage(self, model, stage: str, run_dir: Path):
         """Run one stage on the short training examples (selected on ~Q2) unless it is done."""
