@@ -38,3 +38,30 @@ def head_logits(model, hidden):
     if hasattr(model, "bert"):
         return model.classifier(model.bert.pooler(hidden))
     return model.classifier(hidden)
+
+
+def soft_reference(model, ids, mask, thresholds, temperature, cumulative=False, n_ref=128):
+    """The soft stage written out (METHOD §3): masks scale each layer's output; ``cumulative``
+    multiplies them into a running product that also biases later keys by log M."""
+    model.set_attn_implementation("eager")
+    base = model.base_model
+    x = base.embeddings(input_ids=ids)
+    alive = mask.bool()
+    heads = base.config.num_attention_heads
+    running = torch.ones(alive.shape)
+    masks = []
+    for index, layer in enumerate(base.encoder.layer):
+        bias = torch.zeros(alive.shape).masked_fill(~alive, torch.finfo(torch.float32).min)
+        if cumulative and index > 0:
+            bias = bias + torch.log(running.clamp_min(1e-20))
+        attn_out, probs = layer.attention(x, attention_mask=bias[:, None, None, :])
+        scores = (probs * alive[:, None, :, None]).sum(dim=(1, 2)) / (heads * n_ref)
+        m = torch.sigmoid((scores - thresholds[index]) / temperature)
+        m = torch.cat([torch.ones_like(m[:, :1]), m[:, 1:]], dim=1) * alive  # the first token is kept
+        if cumulative:
+            running = running * m
+            m = running
+        masks.append(m)
+        x = layer.feed_forward_chunk(attn_out) * m[..., None]
+    reg = sum((m * alive).sum() for m in masks) / (alive.shape[0] * n_ref)
+    return x, reg

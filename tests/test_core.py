@@ -255,3 +255,26 @@ def test_invalid_config_values():
                 dict(mode="fast"), dict(layout="ragged"), dict(final_threshold=float("nan"))):
         with pytest.raises(ltprune.ConfigError):
             ltprune.LTPConfig(**bad)
+
+
+@pytest.mark.parametrize("cumulative", [False, True])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_soft_mode_equals_the_written_out_soft_stage(family, cumulative):
+    from reference import soft_reference
+
+    model = tiny_model(family, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ids, mask = random_batch([12, 5, 9, 3, 12, 7], family=family, seed=4)
+    thresholds = torch.tensor([0.004, 0.009, 0.012])
+    ref_hidden, ref_reg = soft_reference(copy.deepcopy(model).train(), ids, mask, thresholds, 2e-3, cumulative)
+    cfg = ltprune.LTPConfig(mode="soft", temperature=2e-3, soft_mask="cumulative" if cumulative else "original")
+    ltprune.patch(model, cfg)
+    ltprune.set_thresholds(model, thresholds)
+    model.train()
+    out = model(input_ids=ids, attention_mask=mask)
+    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert (hidden[real] - ref_hidden[real]).abs().max() <= 1e-5
+    assert out.ltp.reg_loss.item() == pytest.approx(ref_reg.item(), rel=1e-5)
+    assert (out.logits - head_logits(model, ref_hidden)).abs().max() <= 1e-5
+    # the masks are really soft here (neither all ~1 nor all ~0), so the test has teeth
+    assert 0.05 < ref_reg.item() / (3 * sum([12, 5, 9, 3, 12, 7]) / (6 * 128)) < 0.95
