@@ -314,7 +314,6 @@ def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask):
             m = running
         masks.append(m)
         x = adapter.feed_forward(layer, adapter.attention_output(layer, ctx, x)) * m[..., None].to(x.dtype)
-        state.x = x
     counts = lengths[:, None].expand(batch, len(layers)).clone()
     pruned_at = torch.where(mask, len(layers), -1)
     records = LTPRecords(lengths, counts, counts.clone(), pruned_at, dims.hidden, dims.intermediate,

@@ -7,6 +7,8 @@ Per example and layer, in multiply-accumulates::
 n_l tokens enter layer l (Q/K/V/output projections and attention run on them) and k_l remain
 after its pruning step (the FFN runs on them). GFLOPs = 2 * MACs / 1e9. Embeddings and the
 task head are excluded, as in the paper. The baseline is the same unpadded input, unpruned.
+(The engine runs the attention output projection only on the k_l kept tokens, so the formula,
+which counts it on n_l, slightly overstates what a pruned model computes.)
 """
 
 from __future__ import annotations

@@ -62,8 +62,9 @@ def predict(model, tokenizer, texts, batch_size: int = 32, return_tokens: bool =
         limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512, positions or 512)
     pairs = [t if isinstance(t, (tuple, list)) else (t,) for t in texts]
     encoded = [tokenizer(*p, truncation=True, max_length=limit) for p in pairs]
-    full = [len(tokenizer(*p)["input_ids"]) for p in pairs]
-    cut = sum(f > limit for f in full)
+    # only a text that fills the limit can have been cut: re-encode just those with one more slot
+    cut = sum(len(tokenizer(*pairs[i], truncation=True, max_length=limit + 1)["input_ids"]) > limit
+              for i, e in enumerate(encoded) if len(e["input_ids"]) >= limit)
     if cut:
         warnings.warn(f"{cut} of {len(texts)} texts are longer than {limit} tokens and were truncated",
                       UserWarning, stacklevel=3)  # 3: past torch.no_grad's wrapper, to the caller
