@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .evaluation import collate, length_sorted_batches
 from .config import LTPConfig
+from .errors import ConfigError
 from .patch import get_config, get_thresholds, patch, set_mode, set_thresholds
 from .timing import time_variants
 
@@ -310,6 +311,15 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
             print(f"[bench] overhead at zero pruning: {name}", flush=True)
             results["overhead"] = overhead_at_zero_pruning(stock, pruned, data, tokenizer.pad_token_id,
                                                            repeats=repeats)
+    if "int8" in parts:
+        if model_path is None:
+            raise ConfigError("--parts int8 needs --model (a trained, possibly quantization-aware, checkpoint)")
+        from .quantization import int8_throughput
+
+        print("[bench] int8 + LTP vs fp32", flush=True)
+        results["int8"] = int8_throughput(pruned, dev, tokenizer.pad_token_id,
+                                          stock=stock, batch_sizes=tuple(b for b in batch_sizes if b <= 32),
+                                          repeats=repeats)
     if "decision" in parts:
         print("[bench] decision cost", flush=True)
         results["decision_cost"] = decision_cost()
@@ -345,6 +355,18 @@ def markdown(results: dict) -> str:
         out.append("|---|" + "---|" * len(keys))
         for r in results["overhead"]:
             out.append(f"| {r['batch_size']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+        out.append("")
+    if results.get("int8"):
+        out.append("### int8 (dynamic quantization of the linear layers) + LTP vs fp32\n")
+        out.append("| batch | FLOPs reduction | stock fp32 seq/s | LTP fp32 seq/s | LTP int8 seq/s | LTP int8 / stock fp32 "
+                   "| LTP int8 / LTP fp32 | stock int8 / stock fp32 |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for r in results["int8"]:
+            q = r["ratios"]
+            out.append(f"| {r['batch_size']} | {r['flops_reduction']:.2f}x | {r['stock_fp32']['sequences_per_s']:.1f} | "
+                       f"{r['ltp_fp32']['sequences_per_s']:.1f} | {r['ltp_int8']['sequences_per_s']:.1f} | "
+                       f"{q['ltp_int8_over_stock_fp32']:.2f}x | {q['ltp_int8_over_ltp_fp32']:.2f}x | "
+                       f"{q.get('stock_int8_over_stock_fp32', float('nan')):.2f}x |")
         out.append("")
     if results.get("decision_cost"):
         out.append("### Decision cost, batch 32 (microseconds per call; ratios top-k / threshold)\n")

@@ -416,7 +416,7 @@ def int8_throughput(pruned: nn.Module, dataset, pad_id: int, stock: nn.Module | 
     ``pruned``: a patched model (fake-quantized or baked); it runs in ``hard`` mode. ``stock``:
     the unpruned fp32 model (default: ``pruned``'s weights in the unpatched class).
     """
-    from .bench import _batches, flops_reduction
+    from .bench import flops_reduction, length_sorted_tensors
     from .patch import get_config, is_patched, patch
     from .timing import time_variants
 
@@ -431,7 +431,7 @@ def int8_throughput(pruned: nn.Module, dataset, pad_id: int, stock: nn.Module | 
     rows = []
     for bs in batch_sizes:
         data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
-        batches = _batches(data, pad_id, bs)
+        batches = length_sorted_tensors(data, pad_id, bs)
         reduction = flops_reduction(fp32, batches)
 
         def timed(model, batches=batches):
