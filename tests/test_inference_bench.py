@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer
 
 import ltprune
-from ltprune import bench, engine
+from ltprune import bench
 from ltprune.inference import predict
 
 from conftest import offline_model_dir, random_batch, tiny_model
@@ -51,12 +51,12 @@ def test_predict_truncates_long_texts_with_a_warning(tokenizer):
 
 
 @pytest.mark.parametrize("need_probs", [0.0, 0.03])
-def test_packed_attention_strategies_agree(monkeypatch, need_probs):
-    model = ltprune.patch(tiny_model("bert"), ltprune.LTPConfig(final_threshold=need_probs))
+def test_packed_attention_strategies_agree(need_probs):
+    model = ltprune.patch(tiny_model("bert"), ltprune.LTPConfig(final_threshold=need_probs, packed_attention="loop"))
     ids, mask = random_batch([11, 3, 17, 8, 8])
     with torch.no_grad():
         loop = model(input_ids=ids, attention_mask=mask)
-        monkeypatch.setattr(engine, "PACKED_ATTENTION", "pad")
+        ltprune.patch(model, ltprune.get_config(model).replace(packed_attention="pad"))
         pad = model(input_ids=ids, attention_mask=mask)
     assert (loop.logits - pad.logits).abs().max() <= 1e-5
     assert torch.equal(loop.ltp.pruned_at, pad.ltp.pruned_at)

@@ -13,6 +13,7 @@ LAYOUTS = ("packed", "padded")
 NORMALIZATIONS = ("reference", "length")
 SOFT_MASKS = ("original", "cumulative")
 METHODS = ("threshold", "topk", "length")
+PACKED_ATTENTION = ("auto", "loop", "pad")
 
 
 @dataclass
@@ -33,6 +34,9 @@ class LTPConfig:
     keep_first_token: bool = True
     mode: str = "hard"
     layout: str = "packed"
+    # How the packed layout runs attention: "loop" (one call per sequence, no padding at all),
+    # "pad" (one padded call for attention only), "auto" (pad on GPU, loop on CPU).
+    packed_attention: str = "auto"
     soft_mask: str = "original"
     method: str = "threshold"
     keep_ratios: list[float] | None = None
@@ -60,7 +64,7 @@ class LTPConfig:
         check(isinstance(self.n_ref, int) and self.n_ref > 0, f"n_ref must be a positive int, got {self.n_ref!r}")
         for name, allowed in (("mode", MODES), ("layout", LAYOUTS),
                               ("score_normalization", NORMALIZATIONS), ("soft_mask", SOFT_MASKS),
-                              ("method", METHODS)):
+                              ("method", METHODS), ("packed_attention", PACKED_ATTENTION)):
             check(getattr(self, name) in allowed,
                   f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.method == "topk":

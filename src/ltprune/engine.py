@@ -73,11 +73,6 @@ class LTPRecords:
         return float(self.macs().sum() / self.baseline_macs().sum())
 
 
-#: How the packed layout runs attention: "loop" (one call per sequence: no padding at all) or
-#: "pad" (scatter into one padded batch for the attention call only).
-PACKED_ATTENTION = "loop"
-
-
 class _Padded:
     """(B, n, D) layout: alive tokens first in each row, padding after."""
 
@@ -151,6 +146,8 @@ class _Padded:
 class _Packed:
     """(T, D) layout: the alive tokens of all sequences, sequence after sequence."""
 
+    pad_attention = False  # one padded attention call instead of a loop (config.packed_attention)
+
     def __init__(self, x, pos, first, seq_id, lengths):
         self.x, self.pos, self.first, self.seq_id, self.lengths = x, pos, first, seq_id, lengths
 
@@ -172,7 +169,7 @@ class _Packed:
         return torch.ones_like(self.first), self.first, self.seq_id
 
     def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None):
-        if PACKED_ATTENTION == "pad" and self.lengths.numel() > 1:
+        if self.pad_attention and self.lengths.numel() > 1:
             return self._attention_padded(q, k, v, heads, need_probs, dropout_p)
         total, dim = q.shape
         sizes = self.lengths.tolist()
@@ -220,6 +217,7 @@ class _Packed:
         lengths = torch.zeros_like(self.lengths).index_add_(0, self.seq_id, keep.long())
         state = _Packed(None, self.pos.index_select(0, index), self.first.index_select(0, index),
                         self.seq_id.index_select(0, index), lengths)
+        state.pad_attention = self.pad_attention
         return state, tuple(t.index_select(0, index) for t in tensors)
 
     def final(self):
@@ -247,6 +245,9 @@ def run_encoder(
 
     num_layers = len(layers)
     state = (_Packed if config.layout == "packed" else _Padded).from_input(hidden_states, mask)
+    if config.layout == "packed":
+        auto = config.packed_attention == "auto" and hidden_states.is_cuda
+        state.pad_attention = config.packed_attention == "pad" or auto
     tokens_in = torch.zeros(batch, num_layers, dtype=torch.long, device=mask.device)
     tokens_kept = torch.zeros_like(tokens_in)
     pruned_at = torch.full((batch * n,), num_layers, dtype=torch.long, device=mask.device)
