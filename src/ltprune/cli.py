@@ -13,62 +13,20 @@ import sys
 from pathlib import Path
 
 from .errors import LTPError
+from .experiments.common import (add_data_options, add_ltp_options, add_stage_options, data_kwargs,
+                                 ltp_from_args, stage_args_from_args)
 
-
-def _add_ltp_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LTP")
-    g.add_argument("--final-threshold", type=float, default=0.01, help="threshold of the last layer (init)")
-    g.add_argument("--temperature", type=float, default=1e-3, help="soft-mask temperature T")
-    g.add_argument("--lambda", dest="lambda_", type=float, default=0.1, help="weight of L_reg")
-    g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
-    g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
-    g.add_argument("--layout", choices=["packed", "padded"], default="packed")
-
-
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--task", required=True,
-                   help="rotten_tomatoes, imdb, a GLUE task (sst2, mrpc, ...) or a CSV/JSONL file or folder")
-    g.add_argument("--data-dir", help="local GLUE-format files for a GLUE task")
-    g.add_argument("--text-column")
-    g.add_argument("--text-pair-column")
-    g.add_argument("--label-column")
-    g.add_argument("--max-train-examples", type=int)
-    g.add_argument("--max-eval-examples", type=int)
-    g.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the data splits")
-
-
-def _data_kwargs(a) -> dict:
-    return dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
-                label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
-                max_eval_examples=a.max_eval_examples)
-
-
-def _ltp_config(a, mode="hard"):
-    from .config import LTPConfig
-
-    return LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature, lambda_=a.lambda_,
-                     score_normalization=a.score_normalization, soft_mask=a.soft_mask, layout=a.layout,
-                     mode=mode)
+TRAIN_STAGES = ("finetune", "soft", "hard")
 
 
 def cmd_train(a) -> int:
-    from .training import StageArgs, set_threads, train
+    from .training import set_threads, train
 
     set_threads(a.threads)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
-    per_stage = {}
-    for stage in stages:
-        lr = {"finetune": a.finetune_lr, "hard": a.hard_lr}.get(stage) or a.lr
-        epochs = {"finetune": a.finetune_epochs, "soft": a.soft_epochs, "hard": a.hard_epochs}[stage] or a.epochs
-        per_stage[stage] = StageArgs(learning_rate=lr, threshold_lr=a.threshold_lr, epochs=epochs,
-                                     max_steps=a.max_steps, batch_size=a.batch_size, save_steps=a.save_steps,
-                                     logging_steps=a.logging_steps, seed=a.train_seed,
-                                     max_eval_examples_during_training=a.max_eval_examples)
-    results = train(a.model, a.task, a.output_dir, stages=stages, ltp=_ltp_config(a),
-                    stage_args=per_stage, data_kwargs=_data_kwargs(a), resume=a.resume, max_length=a.max_length,
-                    quantization=a)
+    results = train(a.model, a.task, a.output_dir, stages=stages, ltp=ltp_from_args(a),
+                    stage_args=stage_args_from_args(a, [s for s in stages if s in TRAIN_STAGES]),
+                    data_kwargs=data_kwargs(a), resume=a.resume, max_length=a.max_length, quantization=a)
     for stage, r in results.items():
         bops = f"  relative BOPs {r['relative_bops']:.3f}" if "relative_bops" in r else ""
         print(f"{stage:>8}: dev {r['metric_name']} {r['metric']:.4f}  relative FLOPs {r['relative_flops']:.3f}{bops}"
@@ -92,7 +50,7 @@ def cmd_eval(a) -> int:
         from .patch import get_config, patch
         patch(model, get_config(model).replace(layout=a.layout))
     tokenizer = load_tokenizer(a.model)
-    dsd, info = load_task(a.task, **_data_kwargs(a))
+    dsd, info = load_task(a.task, **data_kwargs(a))
     if a.split not in dsd:
         raise LTPError(f"task {a.task!r} has no {a.split!r} split (has {', '.join(dsd)})")
     tokenized = tokenize_task(dsd, tokenizer, info, a.max_length)
@@ -156,23 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder, ltprune checkpoint or hub name (e.g. roberta-base)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--stages", default="soft,hard", help="comma list of finetune, soft, hard (default: soft,hard)")
-    _add_data_options(p)
-    _add_ltp_options(p)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=2e-5, help="learning rate (soft stage; default for others)")
-    g.add_argument("--finetune-lr", type=float)
-    g.add_argument("--hard-lr", type=float, help="hard-stage learning rate (paper: 0.5, 1 or 2e-5)")
-    g.add_argument("--threshold-lr", type=float, help="thresholds' learning rate (default: --lr)")
-    g.add_argument("--epochs", type=float, default=1.0)
-    g.add_argument("--finetune-epochs", type=float)
-    g.add_argument("--soft-epochs", type=float)
-    g.add_argument("--hard-epochs", type=float)
-    g.add_argument("--max-steps", type=int, default=-1, help="stop each stage after this many steps")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--save-steps", type=int, help="checkpoint/evaluate every N steps (default: every epoch)")
-    g.add_argument("--logging-steps", type=int, default=50)
-    g.add_argument("--train-seed", type=int, default=42)
-    g.add_argument("--threads", type=int, help="torch threads per process")
+    add_data_options(p)
+    add_ltp_options(p)
+    add_stage_options(p, TRAIN_STAGES)
+    g = p.add_argument_group("run")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     from .quantization import add_train_options
 
@@ -188,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["packed", "padded"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int)
-    _add_data_options(p)
+    add_data_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="the offline demo: MiniLM-L6 + Rotten Tomatoes, baseline vs LTP",
