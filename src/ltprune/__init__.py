@@ -20,12 +20,13 @@ from .patch import (
     patch,
     set_mode,
     set_thresholds,
+    write_model_card,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LTPConfig", "LTPRecords", "patch", "set_mode", "from_pretrained", "get_config",
-    "get_thresholds", "set_thresholds", "is_patched", "supported_classes",
+    "get_thresholds", "set_thresholds", "is_patched", "supported_classes", "write_model_card",
     "LTPError", "ConfigError", "UnsupportedModelError", "CheckpointError", "DataError",
 ]

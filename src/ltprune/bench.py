@@ -34,6 +34,27 @@ def length_sorted_tensors(dataset, pad_id, batch_size):
     return [collate([rows[i] for i in idx], pad_id) for idx in index]
 
 
+def random_images(count: int, image_size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    """A fixed-seed set of random pixel inputs (images have no dev set offline; speed needs none)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(count, channels, image_size, image_size, generator=gen)
+
+
+def _image_batches(pixels: torch.Tensor, batch_size: int) -> list[dict]:
+    """Images in order (every image has the same number of tokens: nothing to sort or pad)."""
+    return [{"pixel_values": pixels[i:i + batch_size]} for i in range(0, len(pixels), batch_size)]
+
+
+def bench_batches(data, pad_id, batch_size: int, limit: int | None = None) -> tuple[list[dict], int]:
+    """(batches, count) of at most ``limit`` inputs: a tokenized split (length-sorted, padded) or
+    a (N, C, H, W) tensor of images."""
+    if torch.is_tensor(data):
+        data = data[:limit] if limit else data
+        return _image_batches(data, batch_size), len(data)
+    data = data.select(range(min(len(data), limit))) if limit else data
+    return length_sorted_tensors(data, pad_id, batch_size), len(data)
+
+
 def timed_pass(model, batches):
     """A callable running ``model`` over all ``batches`` (what the timings measure)."""
     def run():
@@ -75,19 +96,20 @@ def calibrate_thresholds(model, batches, target: float, iters: int = 18) -> floa
 
 def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 64), repeats=5,
                         max_examples_batch1: int = 128) -> list[dict]:
-    """Fig. 6: sequences/s of the stock model and both LTP layouts, per batch size."""
+    """Fig. 6: sequences/s of the stock model and both LTP layouts, per batch size.
+
+    ``dataset``: a tokenized split or a (N, C, H, W) tensor of images (``pad_id`` unused then).
+    """
     padded = copy.deepcopy(pruned)
     patch(padded, get_config(pruned).replace(layout="padded", mode="hard"))
     packed = pruned
     patch(packed, get_config(pruned).replace(layout="packed", mode="hard"))
     rows = []
     for bs in batch_sizes:
-        data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
-        batches = length_sorted_tensors(data, pad_id, bs)
+        batches, n = bench_batches(dataset, pad_id, bs, max_examples_batch1 if bs == 1 else None)
         reduction = flops_reduction(packed, batches)
         t = time_variants({"unpruned": timed_pass(stock, batches), "padded": timed_pass(padded, batches),
                            "packed": timed_pass(packed, batches)}, repeats=repeats)
-        n = len(data)
         row = {"batch_size": bs, "num_sequences": n, "flops_reduction": reduction}
         for name in ("unpruned", "padded", "packed"):
             row[name] = {"sequences_per_s": n / t[name]["median"], "median_s": t[name]["median"],
@@ -161,8 +183,7 @@ def overhead_at_zero_pruning(stock, pruned, dataset, pad_id, batch_sizes=(1, 32)
     set_mode(off, "off")
     rows = []
     for bs in batch_sizes:
-        data = dataset.select(range(min(len(dataset), max_examples_batch1))) if bs == 1 else dataset
-        batches = length_sorted_tensors(data, pad_id, bs)
+        batches, _ = bench_batches(dataset, pad_id, bs, max_examples_batch1 if bs == 1 else None)
         t = time_variants({"stock": timed_pass(stock, batches), "off": timed_pass(off, batches),
                            **{f"hard-{k}": timed_pass(v, batches) for k, v in variants.items()}}, repeats=repeats)
         rows.append({"batch_size": bs, **{f"{name}_over_stock": t[name]["median"] / t["stock"]["median"]
@@ -239,7 +260,8 @@ def plot(results: dict, path) -> None:
     axes[1].set_xlabel("sequence length n (batch 32)")
     axes[1].set_ylabel("top-k time / threshold time")
     axes[1].set_title("Decision cost")
-    axes[1].legend(fontsize=7)
+    if dec:
+        axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -252,6 +274,21 @@ def save(results: dict, output_dir) -> Path:
     path.write_text(json.dumps(results, indent=1))
     plot(results, output_dir / "bench.png")
     return path
+
+
+# Random-init image configs. initializer_range 0.2 (not 0.02) makes random attention peaked
+# enough for thresholds to select tokens, as in "bert-base"; 224 / 16 -> 196 patches + [CLS].
+IMAGE_CONFIGS = {
+    "vit-base": dict(image_size=224, patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12,
+                     num_attention_heads=12, intermediate_size=3072, num_labels=1000, initializer_range=0.2),
+}
+NUM_IMAGES = 128
+CALIBRATION_IMAGES = 64  # calibration runs ~18 passes: a subset keeps base-size ViT affordable on CPU
+
+
+def _image_data(config_name: str) -> torch.Tensor:
+    cfg = IMAGE_CONFIGS[config_name]
+    return random_images(NUM_IMAGES, cfg["image_size"], cfg.get("num_channels", 3), seed=0)
 
 
 def _bench_models(model_path, config_name: str, target: float, batches_for_calibration):
@@ -273,6 +310,11 @@ def _bench_models(model_path, config_name: str, target: float, batches_for_calib
                                       intermediate_size=3072, num_labels=2, initializer_range=0.2)
         cfg._attn_implementation = "sdpa"
         stock = transformers.BertForSequenceClassification(cfg).eval()
+    elif config_name in IMAGE_CONFIGS:
+        torch.manual_seed(0)
+        cfg = transformers.ViTConfig(**IMAGE_CONFIGS[config_name])
+        cfg._attn_implementation = "sdpa"
+        stock = transformers.ViTForImageClassification(cfg).eval()
     else:
         stock = transformers.AutoModelForSequenceClassification.from_pretrained(
             offline_model_dir(), num_labels=2, attn_implementation="sdpa").eval()
@@ -289,28 +331,43 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
     from .training import load_tokenizer
 
     torch.set_num_threads(threads)
-    tokenizer = load_tokenizer(str(model_path or offline_model_dir()))
-    dsd, info = load_task(task, max_eval_examples=max_examples)
-    dev = tokenize_task({"validation": dsd["validation"]}, tokenizer, info)["validation"]
-    results = {"environment": environment(), "task": task, "num_sequences": len(dev),
-               "mean_length": sum(len(x) for x in dev["input_ids"]) / len(dev),
-               "throughput": {}, "models": {}}
-    calibration = length_sorted_tensors(dev.select(range(min(len(dev), 256))), tokenizer.pad_token_id, 32)
-    for name in (["checkpoint"] if model_path else list(configs)):
-        data = dev if name != "bert-base" else dev.select(range(min(len(dev), 256)))
-        stock, pruned, ramp = _bench_models(model_path, name, target, calibration)
+    names = ["checkpoint"] if model_path else list(configs)
+    unknown = [n for n in names if n not in ("checkpoint", "minilm", "bert-base", *IMAGE_CONFIGS)]
+    if unknown:
+        raise ConfigError(f"unknown bench config {unknown[0]!r}; choose from minilm, bert-base, "
+                          + ", ".join(IMAGE_CONFIGS))
+    results = {"environment": environment(), "throughput": {}, "models": {}}
+    dev = tokenizer = calibration = None
+    if model_path or "int8" in parts or any(n not in IMAGE_CONFIGS for n in names):
+        tokenizer = load_tokenizer(str(model_path or offline_model_dir()))
+        dsd, info = load_task(task, max_eval_examples=max_examples)
+        dev = tokenize_task({"validation": dsd["validation"]}, tokenizer, info)["validation"]
+        results.update({"task": task, "num_sequences": len(dev),
+                        "mean_length": sum(len(x) for x in dev["input_ids"]) / len(dev)})
+        calibration = length_sorted_tensors(dev.select(range(min(len(dev), 256))), tokenizer.pad_token_id, 32)
+    for name in names:
+        base_size = name == "bert-base" or name in IMAGE_CONFIGS
+        if name in IMAGE_CONFIGS:
+            data, pad_id = _image_data(name), None
+            stock, pruned, ramp = _bench_models(None, name, target, _image_batches(data[:CALIBRATION_IMAGES], 32))
+            cfg = IMAGE_CONFIGS[name]
+            tokens = (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
+            inputs = f"{len(data)} random {cfg['image_size']}x{cfg['image_size']} images, {tokens} tokens each"
+        else:
+            data, pad_id = (dev if name != "bert-base" else dev.select(range(min(len(dev), 128)))), tokenizer.pad_token_id
+            stock, pruned, ramp = _bench_models(model_path, name, target, calibration)
+            inputs = f"{task} dev, {len(data)} sequences"
         results["models"][name] = {"layers": stock.config.num_hidden_layers, "hidden": stock.config.hidden_size,
-                                   "calibrated_final_threshold": ramp,
+                                   "inputs": inputs, "calibrated_final_threshold": ramp,
                                    "thresholds": get_thresholds(pruned).tolist()}
         if "throughput" in parts:
             print(f"[bench] throughput vs batch size: {name}", flush=True)
             results["throughput"][name] = throughput_vs_batch(
-                stock, pruned, data, tokenizer.pad_token_id, batch_sizes,
-                repeats=repeats if name != "bert-base" else max(3, repeats // 2))
-        if "overhead" in parts and name != "bert-base":
+                stock, pruned, data, pad_id, batch_sizes,
+                repeats=repeats if not base_size else max(3, repeats // 2))
+        if "overhead" in parts and not base_size:
             print(f"[bench] overhead at zero pruning: {name}", flush=True)
-            results["overhead"] = overhead_at_zero_pruning(stock, pruned, data, tokenizer.pad_token_id,
-                                                           repeats=repeats)
+            results["overhead"] = overhead_at_zero_pruning(stock, pruned, data, pad_id, repeats=repeats)
     if "int8" in parts:
         if model_path is None:
             raise ConfigError("--parts int8 needs --model (a trained, possibly quantization-aware, checkpoint)")
@@ -334,11 +391,13 @@ def markdown(results: dict) -> str:
     """The tables of docs/BENCHMARKS.md, from a bench.json."""
     out = []
     env = results["environment"]
-    out.append(f"torch {env['torch']}, {env['threads']} threads, {env['processor']}; task {results['task']} dev, "
-               f"{results['num_sequences']} sequences, mean {results['mean_length']:.1f} tokens.\n")
+    text = (f"; task {results['task']} dev, {results['num_sequences']} sequences, mean "
+            f"{results['mean_length']:.1f} tokens") if results.get("task") else ""
+    out.append(f"torch {env['torch']}, {env['threads']} threads, {env['processor']}{text}.\n")
     for name, rows in results.get("throughput", {}).items():
         m = results["models"][name]
-        out.append(f"### Throughput vs batch size: {name} ({m['layers']} layers, hidden {m['hidden']})\n")
+        inputs = f"; {m['inputs']}" if m.get("inputs") else ""
+        out.append(f"### Throughput vs batch size: {name} ({m['layers']} layers, hidden {m['hidden']}{inputs})\n")
         out.append("| batch | FLOPs reduction | stock seq/s | padded seq/s | padded speed-up | padded realised/theoretical "
                    "| packed seq/s | packed speed-up | packed realised/theoretical |")
         out.append("|---|---|---|---|---|---|---|---|---|")

@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "to --target-flops)")
     p.add_argument("--task", default="rotten_tomatoes", help="dev set to time on")
     p.add_argument("--configs", default="minilm,bert-base",
-                   help="without --model: minilm (offline weights) and/or bert-base (random init, BERT-base size)")
+                   help="without --model: minilm (offline weights), bert-base (random init, BERT-base size) "
+                        "and/or vit-base (random init ViT-B/16, 128 random 224x224 images)")
     p.add_argument("--batch-sizes", default="1,8,32,64")
     p.add_argument("--target-flops", type=float, default=0.5, help="relative FLOPs to calibrate thresholds to")
     p.add_argument("--repeats", type=int, default=5)

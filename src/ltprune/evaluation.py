@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import flops as flops_mod
 from .metrics import compute_metrics
-from .patch import get_config, get_thresholds, is_patched
+from .patch import get_config, get_thresholds, is_patched, record_eval
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -104,6 +104,7 @@ def evaluate(model, dataset, info, pad_id: int, batch_size: int = 64, progress: 
     if is_patched(model):
         result["mode"] = get_config(model).mode
         result["thresholds"] = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
+        record_eval(model, result)  # for the model card of a later save_pretrained
     result["_predictions"] = pred
     result["_labels"] = labels
     return result

@@ -4,13 +4,15 @@
 parameter of the encoder (so they are trained, saved and loaded with the weights), replaces only
 the encoder's ``forward`` with the removal engine, and adds two hooks: one that hands the
 engine the 2-D padding mask, one that attaches the pass's records to the output as
-``outputs.ltp``. In ``off`` mode the stock encoder forward runs unchanged.
+``outputs.ltp``. In ``off`` mode the stock encoder forward runs unchanged. The instance's
+``save_pretrained`` also writes a model card section (``write_model_card``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import types
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from .pruning import init_thresholds
 
 THRESHOLDS = "ltp_thresholds"
 CONFIG_KEY = "ltp_config"
+CARD_HEADING = "## Learned Token Pruning"
 
 
 class _LTPState:
@@ -39,6 +42,10 @@ class _LTPState:
         self.dims = adapter.dims(base.config)
         self.mask = None
         self.records: LTPRecords | None = None
+        # The last evaluate() result (scalars) and a fingerprint of the model it measured: the
+        # model card only claims these metrics while the model is still the one evaluated.
+        self.last_eval: dict | None = None
+        self.eval_fingerprint = None
 
 
 def _state(model) -> _LTPState:
@@ -89,6 +96,8 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     encoder.forward = types.MethodType(_encoder_forward, encoder)
     base.register_forward_pre_hook(_capture_mask, with_kwargs=True)
     model.register_forward_hook(_attach_records)
+    # A method bound to the instance (no closure): copy.deepcopy rebinds it to the copy.
+    model.save_pretrained = types.MethodType(_save_pretrained, model)
     model.config.ltp_config = config.to_dict()
     return model
 
@@ -284,3 +293,109 @@ def set_thresholds_from_files(model: nn.Module, files: list[Path]) -> None:
         except Exception as exc:
             raise CheckpointError(f"{file}: unreadable safetensors file ({exc})") from None
     raise CheckpointError(f"{files[0].parent}: the checkpoint has no {THRESHOLDS} tensor")
+
+
+# --------------------------------------------------------------------------------------------
+# Model card
+# --------------------------------------------------------------------------------------------
+
+
+def _save_pretrained(model, save_directory, *args, **kwargs):
+    """The class's ``save_pretrained``, then the LTP section of ``README.md`` (main process only)."""
+    result = type(model).save_pretrained(model, save_directory, *args, **kwargs)
+    # (the stock method only logs and returns when given a file path: nothing to add a card to)
+    if kwargs.get("is_main_process", args[0] if args else True) and Path(save_directory).is_dir():
+        write_model_card(model, save_directory)
+    return result
+
+
+def _fingerprint(model) -> tuple:
+    """Config, thresholds and a weight checksum: enough to tell that training changed the model."""
+    with torch.no_grad():
+        total = torch.stack([p.detach().sum(dtype=torch.float64).cpu() for p in model.parameters()]).sum()
+    return (json.dumps(get_config(model).to_dict(), sort_keys=True),
+            tuple(get_thresholds(model).detach().cpu().tolist()), float(total))
+
+
+def record_eval(model, result: dict) -> None:
+    """Remember the scalar metrics of an evaluation (``evaluate`` calls this) for the model card."""
+    state = _state(model)
+    state.last_eval = _scalars(result)
+    state.eval_fingerprint = _fingerprint(model)
+
+
+def _scalars(result: dict) -> dict:
+    """The public numbers and names of a metrics dict (not per-layer lists or predictions)."""
+    return {k: v for k, v in result.items()
+            if not k.startswith("_") and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def current_eval(model) -> dict | None:
+    """``last_eval`` if the model is still the one that was evaluated (else None: it has changed)."""
+    state = _state(model)
+    if state.last_eval is None or state.eval_fingerprint is None:
+        return None
+    (cfg, thr, total), (cfg0, thr0, total0) = _fingerprint(model), state.eval_fingerprint
+    if cfg != cfg0 or thr != thr0 or not math.isclose(total, total0, rel_tol=1e-9, abs_tol=1e-9):
+        return None
+    return dict(state.last_eval)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def model_card_section(model, metrics: dict | None = None) -> str:
+    """The ``## Learned Token Pruning`` section: how to load, config, thresholds, metrics."""
+    cfg = get_config(model)
+    thresholds = get_thresholds(model).detach().cpu().tolist()
+    lines = [CARD_HEADING, "",
+             "This checkpoint prunes tokens with ltprune (Learned Token Pruning, Kim et al., KDD 2022, "
+             "[arXiv:2107.00910](https://arxiv.org/abs/2107.00910)). Load it with `ltprune.from_pretrained(path)`; "
+             "a plain `from_pretrained` gives the unpruned model.", "",
+             "### LTP config", "", "| option | value |", "|---|---|"]
+    lines += [f"| `{k}` | {_fmt(v)} |" for k, v in cfg.to_dict().items() if not (k == "extra" and not v)]
+    lines += ["", "### Thresholds per layer", "",
+              "| layer | " + " | ".join(str(i) for i in range(len(thresholds))) + " |",
+              "|---|" + "---|" * len(thresholds),
+              "| threshold | " + " | ".join(_fmt(t) for t in thresholds) + " |"]
+    metrics = _scalars(metrics or {})
+    if metrics:
+        lines += ["", "### Evaluation when saved", "", "| quantity | value |", "|---|---|"]
+        names = {"task": "task", "metric": f"metric ({metrics.get('metric_name', 'task metric')})",
+                 "accuracy": "accuracy", "relative_flops": "relative FLOPs (vs unpruned)",
+                 "gflops": "GFLOPs per example", "baseline_gflops": "unpruned GFLOPs per example",
+                 "num_examples": "examples", "mode": "mode"}
+        lines += [f"| {label} | {_fmt(metrics[key])} |" for key, label in names.items() if key in metrics]
+        lines += [f"| {key} | {_fmt(value)} |" for key, value in metrics.items()
+                  if key not in names and key not in ("metric_name", "mean_length")]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(model, path, metrics: dict | None = None) -> Path:
+    """Write or replace the LTP section of ``path/README.md``, keeping everything else in it.
+
+    ``metrics`` default to the last ``evaluate`` of this very model (``model._ltp.last_eval``),
+    left out if the model changed since.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    card = path / "README.md"
+    section = model_card_section(model, current_eval(model) if metrics is None else metrics).splitlines()
+    if card.is_file():
+        lines = card.read_text(encoding="utf-8").splitlines()
+    else:
+        arch = type(model).__name__
+        lines = ["---", "tags:", "- ltprune", "- token-pruning", "---", "", f"# {arch} with Learned Token Pruning"]
+    start = next((i for i, line in enumerate(lines) if line.strip() == CARD_HEADING), None)
+    if start is None:
+        lines = lines + ([""] if lines and lines[-1].strip() else []) + section
+    else:  # the section ends at the next heading of level 1 or 2
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))), len(lines))
+        lines = lines[:start] + section + ([""] if end < len(lines) else []) + lines[end:]
+    card.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return card

@@ -352,6 +352,7 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
     """
     from .data import load_task, tokenize_task
     from .evaluation import evaluate, write_metrics
+    from .patch import write_model_card
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
@@ -385,6 +386,7 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
             result.update(bops_for(model, result))
         if int(os.environ.get("RANK", "0")) == 0:
             write_metrics(result, output_dir / stage)
+            write_model_card(model, output_dir / stage / "final", result)
         results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}
         log.warning("%s: dev %s %.4f, relative FLOPs %.3f", stage, info.metric, result["metric"],
                     result["relative_flops"])
