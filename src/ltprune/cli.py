@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="an ltprune checkpoint (default: the offline model, thresholds calibrated "
                                     "to --target-flops)")
     p.add_argument("--task", default="rotten_tomatoes", help="dev set to time on")
-    p.add_argument("--configs", default="minilm,bert-base",
+    p.add_argument("--configs", default="minilm",
                    help="without --model: minilm (offline weights), bert-base (random init, BERT-base size) "
                         "and/or vit-base (random init ViT-B/16, 128 random 224x224 images)")
     p.add_argument("--batch-sizes", default="1,8,32,64")
