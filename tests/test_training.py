@@ -17,41 +17,20 @@ import ltprune
 from ltprune.cli import main as cli_main
 from ltprune.training import StageArgs, complete_checkpoints, load_model, run_stage
 
-from conftest import offline_model_dir
+from conftest import save_tiny_classifier, write_reviews_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
-WORDS = ("good great fine fun superb lovely bad awful dull boring weak poor the a film movie plot "
-         "actors story was is very quite really").split()
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    """A tiny random BERT classifier saved with the offline model's tokenizer."""
-    path = tmp_path_factory.mktemp("tiny")
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=48, num_labels=2)
-    transformers.BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny"), num_layers=2)
 
 
 @pytest.fixture(scope="module")
 def csv_task(tmp_path_factory):
-    import random
-
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "reviews.csv"
-    lines = ["text,label"]
-    for i in range(80):
-        label = i % 2
-        words = rng.choices(WORDS[:6] if label else WORDS[6:12], k=3) + rng.choices(WORDS[12:], k=rng.randint(2, 12))
-        rng.shuffle(words)
-        lines.append(f"{' '.join(words)},{label}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_reviews_csv(tmp_path_factory.mktemp("data") / "reviews.csv")
 
 
 def _train(tiny_dir, csv_task, out, *extra):
