@@ -414,15 +414,10 @@ def plot_sweep(output_dir, path=None) -> Path:
 
 
 def parse_knobs(text: str | None) -> list[float] | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--knobs must be a comma list of numbers, got {text!r}") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"--knobs must be a comma list of finite numbers, got {text!r}")
-    return values
+    """``--knobs`` as floats (None when absent)."""
+    from .experiments.common import parse_floats
+
+    return parse_floats(text, "--knobs")
 
 
 def register(subparsers) -> None:

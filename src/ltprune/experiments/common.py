@@ -4,6 +4,8 @@ spells the LTP settings, the stage hyperparameters and the data options the same
 
 from __future__ import annotations
 
+import math
+
 from ..config import LTPConfig
 from ..errors import ConfigError
 
@@ -82,8 +84,8 @@ def parse_floats(text: str | None, option: str) -> list[float] | None:
         values = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"{option} must be a comma list of numbers, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{option} must be a comma list of numbers, got {text!r}")
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{option} must be a comma list of finite numbers, got {text!r}")
     return values
 
 
