@@ -159,11 +159,12 @@ def test_vit_bench_config_runs_from_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "NUM_IMAGES", 40)
     monkeypatch.setattr(bench, "CALIBRATION_IMAGES", 16)
     code = cli_main(["bench", "--configs", "vit-base", "--parts", "throughput", "--batch-sizes", "1,8,32",
-                     "--repeats", "1", "--threads", "1", "--output-dir", str(tmp_path)])
+                     "--repeats", "1", "--threads", "1", "--device", "cpu", "--output-dir", str(tmp_path)])
     torch.set_num_threads(1)
     assert code == 0
     results = json.loads((tmp_path / "bench.json").read_text())
     assert "task" not in results  # no text data loaded for an image-only run
+    assert "device" not in results["environment"]  # named only for an accelerator
     model = results["models"]["vit-base"]
     assert model["layers"] == 3 and "17 tokens each" in model["inputs"] and model["calibrated_final_threshold"] > 0
     rows = results["throughput"]["vit-base"]
@@ -183,3 +184,9 @@ def test_image_batches_and_unknown_configs():
     assert n == 6 and [b["pixel_values"].shape[0] for b in batches] == [4, 2]
     with pytest.raises(ltprune.ConfigError, match="unknown bench config 'vit-huge'"):
         bench.run_bench(configs=("vit-huge",), parts=(), threads=1)
+    with pytest.raises(ltprune.ConfigError, match="int8 runs on the CPU only"):
+        bench.run_bench(configs=("vit-base",), parts=("int8",), threads=1, device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ltprune.ConfigError, match="CUDA is not available"):
+            bench.run_bench(configs=("vit-base",), parts=(), threads=1, device="cuda")
+    assert bench.to_device(batches, "cpu")[0]["pixel_values"].device.type == "cpu"

@@ -45,14 +45,21 @@ def _image_batches(pixels: torch.Tensor, batch_size: int) -> list[dict]:
     return [{"pixel_values": pixels[i:i + batch_size]} for i in range(0, len(pixels), batch_size)]
 
 
-def bench_batches(data, pad_id, batch_size: int, limit: int | None = None) -> tuple[list[dict], int]:
+def to_device(batches: list[dict], device=None) -> list[dict]:
+    """Batches moved to ``device`` once, before timing (the timings leave host-device copies out)."""
+    if device is None:
+        return batches
+    return [{k: v.to(device) for k, v in batch.items()} for batch in batches]
+
+
+def bench_batches(data, pad_id, batch_size: int, limit: int | None = None, device=None) -> tuple[list[dict], int]:
     """(batches, count) of at most ``limit`` inputs: a tokenized split (length-sorted, padded) or
     a (N, C, H, W) tensor of images."""
     if torch.is_tensor(data):
         data = data[:limit] if limit else data
-        return _image_batches(data, batch_size), len(data)
+        return to_device(_image_batches(data, batch_size), device), len(data)
     data = data.select(range(min(len(data), limit))) if limit else data
-    return length_sorted_tensors(data, pad_id, batch_size), len(data)
+    return to_device(length_sorted_tensors(data, pad_id, batch_size), device), len(data)
 
 
 def timed_pass(model, batches):
@@ -95,7 +102,7 @@ def calibrate_thresholds(model, batches, target: float, iters: int = 18) -> floa
 
 
 def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 64), repeats=5,
-                        max_examples_batch1: int = 128) -> list[dict]:
+                        max_examples_batch1: int = 128, device=None) -> list[dict]:
     """Fig. 6: sequences/s of the stock model and both LTP layouts, per batch size.
 
     ``dataset``: a tokenized split or a (N, C, H, W) tensor of images (``pad_id`` unused then).
@@ -106,7 +113,7 @@ def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 6
     patch(packed, get_config(pruned).replace(layout="packed", mode="hard"))
     rows = []
     for bs in batch_sizes:
-        batches, n = bench_batches(dataset, pad_id, bs, max_examples_batch1 if bs == 1 else None)
+        batches, n = bench_batches(dataset, pad_id, bs, max_examples_batch1 if bs == 1 else None, device)
         reduction = flops_reduction(packed, batches)
         t = time_variants({"unpruned": timed_pass(stock, batches), "padded": timed_pass(padded, batches),
                            "packed": timed_pass(packed, batches)}, repeats=repeats)
@@ -167,7 +174,7 @@ def decision_cost(batch=32, lengths=(128, 256, 512, 1024), keep=(0.1, 0.2, 0.3, 
 
 
 def overhead_at_zero_pruning(stock, pruned, dataset, pad_id, batch_sizes=(1, 32), repeats=5,
-                             max_examples_batch1: int = 128) -> list[dict]:
+                             max_examples_batch1: int = 128, device=None) -> list[dict]:
     """The patched model removing nothing vs the stock sdpa model (what patching itself costs)."""
     zero = copy.deepcopy(pruned)
     set_thresholds(zero, torch.zeros_like(get_thresholds(zero)))
@@ -183,7 +190,7 @@ def overhead_at_zero_pruning(stock, pruned, dataset, pad_id, batch_sizes=(1, 32)
     set_mode(off, "off")
     rows = []
     for bs in batch_sizes:
-        batches, _ = bench_batches(dataset, pad_id, bs, max_examples_batch1 if bs == 1 else None)
+        batches, _ = bench_batches(dataset, pad_id, bs, max_examples_batch1 if bs == 1 else None, device)
         t = time_variants({"stock": timed_pass(stock, batches), "off": timed_pass(off, batches),
                            **{f"hard-{k}": timed_pass(v, batches) for k, v in variants.items()}}, repeats=repeats)
         rows.append({"batch_size": bs, **{f"{name}_over_stock": t[name]["median"] / t["stock"]["median"]
@@ -226,9 +233,12 @@ def probability_cost(hidden=768, heads=12, batch=32, lengths=(64, 128, 256, 512)
     return rows
 
 
-def environment() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
+def environment(device=None) -> dict:
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+           "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
+    if device is not None and torch.device(device).type == "cuda":
+        env["device"] = torch.cuda.get_device_name(torch.device(device))
+    return env
 
 
 def plot(results: dict, path) -> None:
@@ -291,7 +301,7 @@ def _image_data(config_name: str) -> torch.Tensor:
     return random_images(NUM_IMAGES, cfg["image_size"], cfg.get("num_channels", 3), seed=0)
 
 
-def _bench_models(model_path, config_name: str, target: float, batches_for_calibration):
+def _bench_models(model_path, config_name: str, target: float, batches_for_calibration, device=None):
     """(stock, pruned) with the same weights. A given ltprune checkpoint keeps its learned
     thresholds; otherwise thresholds are calibrated to ``target`` relative FLOPs."""
     import transformers
@@ -303,7 +313,7 @@ def _bench_models(model_path, config_name: str, target: float, batches_for_calib
         pruned = from_pretrained(model_path, mode="hard")
         stock = transformers.AutoModelForSequenceClassification.from_pretrained(
             model_path, attn_implementation="sdpa").eval()
-        return stock, pruned.eval(), None
+        return stock.to(device), pruned.eval().to(device), None
     if config_name == "bert-base":
         torch.manual_seed(0)
         cfg = transformers.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -318,6 +328,7 @@ def _bench_models(model_path, config_name: str, target: float, batches_for_calib
     else:
         stock = transformers.AutoModelForSequenceClassification.from_pretrained(
             offline_model_dir(), num_labels=2, attn_implementation="sdpa").eval()
+    stock = stock.to(device)
     pruned = patch(copy.deepcopy(stock), LTPConfig(mode="hard"))
     ramp = calibrate_thresholds(pruned, batches_for_calibration, target)
     return stock, pruned, ramp
@@ -325,7 +336,9 @@ def _bench_models(model_path, config_name: str, target: float, batches_for_calib
 
 def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", configs=("minilm",),
               batch_sizes=(1, 8, 32, 64), target=0.5, repeats=5, max_examples=None, threads=2,
-              parts=("throughput", "decision", "overhead", "probs")) -> dict:
+              parts=("throughput", "decision", "overhead", "probs"), device=None) -> dict:
+    """``device``: where the throughput and overhead parts run (default CPU); the decision and
+    probability micro-benchmarks and int8 (CPU kernels) stay on the CPU."""
     from .data import load_task, tokenize_task
     from .resources import offline_model_dir
     from .training import load_tokenizer
@@ -336,7 +349,11 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
     if unknown:
         raise ConfigError(f"unknown bench config {unknown[0]!r}; choose from minilm, bert-base, "
                           + ", ".join(IMAGE_CONFIGS))
-    results = {"environment": environment(), "throughput": {}, "models": {}}
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    if device is not None and "int8" in parts:
+        raise ConfigError("--parts int8 runs on the CPU only: leave --device out")
+    results = {"environment": environment(device), "throughput": {}, "models": {}}
     dev = tokenizer = calibration = None
     if model_path or "int8" in parts or any(n not in IMAGE_CONFIGS for n in names):
         tokenizer = load_tokenizer(str(model_path or offline_model_dir()))
@@ -344,18 +361,21 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
         dev = tokenize_task({"validation": dsd["validation"]}, tokenizer, info)["validation"]
         results.update({"task": task, "num_sequences": len(dev),
                         "mean_length": sum(len(x) for x in dev["input_ids"]) / len(dev)})
-        calibration = length_sorted_tensors(dev.select(range(min(len(dev), 256))), tokenizer.pad_token_id, 32)
+        calibration = to_device(length_sorted_tensors(dev.select(range(min(len(dev), 256))),
+                                                      tokenizer.pad_token_id, 32), device)
     for name in names:
         base_size = name == "bert-base" or name in IMAGE_CONFIGS
         if name in IMAGE_CONFIGS:
             data, pad_id = _image_data(name), None
-            stock, pruned, ramp = _bench_models(None, name, target, _image_batches(data[:CALIBRATION_IMAGES], 32))
+            stock, pruned, ramp = _bench_models(None, name, target,
+                                                to_device(_image_batches(data[:CALIBRATION_IMAGES], 32), device),
+                                                device)
             cfg = IMAGE_CONFIGS[name]
             tokens = (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
             inputs = f"{len(data)} random {cfg['image_size']}x{cfg['image_size']} images, {tokens} tokens each"
         else:
             data, pad_id = (dev if name != "bert-base" else dev.select(range(min(len(dev), 128)))), tokenizer.pad_token_id
-            stock, pruned, ramp = _bench_models(model_path, name, target, calibration)
+            stock, pruned, ramp = _bench_models(model_path, name, target, calibration, device)
             inputs = f"{task} dev, {len(data)} sequences"
         results["models"][name] = {"layers": stock.config.num_hidden_layers, "hidden": stock.config.hidden_size,
                                    "inputs": inputs, "calibrated_final_threshold": ramp,
@@ -364,11 +384,12 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
             print(f"[bench] throughput vs batch size: {name}", flush=True)
             results["throughput"][name] = throughput_vs_batch(
                 stock, pruned, data, pad_id, batch_sizes,
-                repeats=repeats if not base_size else max(3, repeats // 2))
+                repeats=repeats if not base_size else max(3, repeats // 2), device=device)
         if "overhead" in parts and not base_size:
             print(f"[bench] overhead at zero pruning: {name}", flush=True)
             # six variants: fewer repeats keep the default run within ten minutes
-            results["overhead"] = overhead_at_zero_pruning(stock, pruned, data, pad_id, repeats=max(3, repeats - 2))
+            results["overhead"] = overhead_at_zero_pruning(stock, pruned, data, pad_id, repeats=max(3, repeats - 2),
+                                                           device=device)
     if "int8" in parts:
         if model_path is None:
             raise ConfigError("--parts int8 needs --model (a trained, possibly quantization-aware, checkpoint)")
@@ -394,7 +415,8 @@ def markdown(results: dict) -> str:
     env = results["environment"]
     text = (f"; task {results['task']} dev, {results['num_sequences']} sequences, mean "
             f"{results['mean_length']:.1f} tokens") if results.get("task") else ""
-    out.append(f"torch {env['torch']}, {env['threads']} threads, {env['processor']}{text}.\n")
+    where = f"{env['device']} (CPU: {env['processor']})" if env.get("device") else env["processor"]
+    out.append(f"torch {env['torch']}, {env['threads']} threads, {where}{text}.\n")
     for name, rows in results.get("throughput", {}).items():
         m = results["models"][name]
         inputs = f"; {m['inputs']}" if m.get("inputs") else ""

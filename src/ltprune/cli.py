@@ -98,7 +98,8 @@ def cmd_bench(a) -> int:
     results = run_bench(a.output_dir, model_path=a.model, task=a.task,
                         configs=tuple(c.strip() for c in a.configs.split(",")),
                         batch_sizes=tuple(int(b) for b in a.batch_sizes.split(",")), target=a.target_flops,
-                        repeats=a.repeats, max_examples=a.max_examples, threads=a.threads, parts=parts)
+                        repeats=a.repeats, max_examples=a.max_examples, threads=a.threads, parts=parts,
+                        device=a.device)
     print(markdown(results))
     print(f"wrote {Path(a.output_dir) / 'bench.json'} and bench.png")
     return 0
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, help="limit the dev set")
     p.add_argument("--parts", default="throughput,decision,overhead,probs")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", help="run the throughput and overhead parts here (e.g. cuda; default: the CPU)")
     p.set_defaults(func=cmd_bench)
 
     from .experiments import register as register_experiments
