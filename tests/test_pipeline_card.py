@@ -159,7 +159,8 @@ def test_vit_bench_config_runs_from_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "NUM_IMAGES", 40)
     monkeypatch.setattr(bench, "CALIBRATION_IMAGES", 16)
     code = cli_main(["bench", "--configs", "vit-base", "--parts", "throughput", "--batch-sizes", "1,8,32",
-                     "--repeats", "1", "--threads", "1", "--device", "cpu", "--output-dir", str(tmp_path)])
+                     "--repeats", "1", "--threads", "1", "--device", "cpu", "--max-examples", "24",
+                     "--output-dir", str(tmp_path)])
     torch.set_num_threads(1)
     assert code == 0
     results = json.loads((tmp_path / "bench.json").read_text())
@@ -168,7 +169,7 @@ def test_vit_bench_config_runs_from_the_cli(tmp_path, monkeypatch, capsys):
     model = results["models"]["vit-base"]
     assert model["layers"] == 3 and "17 tokens each" in model["inputs"] and model["calibrated_final_threshold"] > 0
     rows = results["throughput"]["vit-base"]
-    assert [r["batch_size"] for r in rows] == [1, 8, 32] and all(r["num_sequences"] == 40 for r in rows)
+    assert [r["batch_size"] for r in rows] == [1, 8, 32] and all(r["num_sequences"] == 24 for r in rows)
     for r in rows:
         assert r["flops_reduction"] > 1
         for layout in ("padded", "packed"):

@@ -293,12 +293,13 @@ IMAGE_CONFIGS = {
                      num_attention_heads=12, intermediate_size=3072, num_labels=1000, initializer_range=0.2),
 }
 NUM_IMAGES = 128
-CALIBRATION_IMAGES = 64  # calibration runs ~18 passes: a subset keeps base-size ViT affordable on CPU
+CALIBRATION_IMAGES = 32  # calibration runs ~18 passes: a subset keeps base-size ViT affordable on CPU
 
 
-def _image_data(config_name: str) -> torch.Tensor:
+def _image_data(config_name: str, limit: int | None = None) -> torch.Tensor:
     cfg = IMAGE_CONFIGS[config_name]
-    return random_images(NUM_IMAGES, cfg["image_size"], cfg.get("num_channels", 3), seed=0)
+    count = min(NUM_IMAGES, limit) if limit else NUM_IMAGES
+    return random_images(count, cfg["image_size"], cfg.get("num_channels", 3), seed=0)
 
 
 def _bench_models(model_path, config_name: str, target: float, batches_for_calibration, device=None):
@@ -366,7 +367,7 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
     for name in names:
         base_size = name == "bert-base" or name in IMAGE_CONFIGS
         if name in IMAGE_CONFIGS:
-            data, pad_id = _image_data(name), None
+            data, pad_id = _image_data(name, max_examples), None
             stock, pruned, ramp = _bench_models(None, name, target,
                                                 to_device(_image_batches(data[:CALIBRATION_IMAGES], 32), device),
                                                 device)

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default="1,8,32,64")
     p.add_argument("--target-flops", type=float, default=0.5, help="relative FLOPs to calibrate thresholds to")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--max-examples", type=int, help="limit the dev set")
+    p.add_argument("--max-examples", type=int, help="limit the dev set (or the number of random images)")
     p.add_argument("--parts", default="throughput,decision,overhead,probs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", help="run the throughput and overhead parts here (e.g. cuda; default: the CPU)")
