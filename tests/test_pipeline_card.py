@@ -191,3 +191,32 @@ def test_image_batches_and_unknown_configs():
         with pytest.raises(ltprune.ConfigError, match="CUDA is not available"):
             bench.run_bench(configs=("vit-base",), parts=(), threads=1, device="cuda")
     assert bench.to_device(batches, "cpu")[0]["pixel_values"].device.type == "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation placement: where training runs (GPU when there is one), or where the model is
+# --------------------------------------------------------------------------------------------
+
+
+def test_evaluation_device_resolution(monkeypatch):
+    from ltprune.evaluation import resolve_device
+
+    assert resolve_device(None) is None
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") is None  # CPU-only: the model stays where it is
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")  # a checkpoint loaded on CPU moves to the GPU
+
+
+def test_evaluate_moves_the_model_to_the_requested_device(tokenizer):
+    model = _model(tokenizer)
+    data, info = _tiny_dev(tokenizer)
+    moved = []
+    original = model.to
+    model.to = lambda *a, **k: moved.append(a) or original(*a, **k)
+    evaluate(model, data, info, tokenizer.pad_token_id, batch_size=2, device="cpu")
+    assert moved == [(torch.device("cpu"),)]
+    moved.clear()
+    evaluate(model, data, info, tokenizer.pad_token_id, batch_size=2, device=None)
+    assert moved == []

@@ -51,9 +51,23 @@ class Predictions:
     intermediate: int
 
 
+def resolve_device(device="auto"):
+    """Where evaluation runs. ``"auto"``: the GPU when there is one, as ``Trainer`` does for
+    training, so that a model loaded from a checkpoint (a resumed sweep, a finished stage) is
+    not evaluated on the CPU while a GPU sits idle; ``None``: wherever the model already is."""
+    if device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    return None if device is None else torch.device(device)
+
+
 @torch.no_grad()
-def predict_dataset(model, dataset, pad_id: int, batch_size: int = 64, progress: bool = False) -> Predictions:
-    """Run ``model`` over a tokenized dataset; logits and pruning records in dataset order."""
+def predict_dataset(model, dataset, pad_id: int, batch_size: int = 64, progress: bool = False,
+                    device="auto") -> Predictions:
+    """Run ``model`` over a tokenized dataset; logits and pruning records in dataset order.
+    ``device``: see ``resolve_device`` (the model is moved there, in place)."""
+    target = resolve_device(device)
+    if target is not None:
+        model.to(target)
     model.eval()
     device = next(model.parameters()).device
     lengths = [len(ids) for ids in dataset["input_ids"]]
@@ -94,9 +108,10 @@ def flops_summary(pred: Predictions) -> dict:
     }
 
 
-def evaluate(model, dataset, info, pad_id: int, batch_size: int = 64, progress: bool = False) -> dict:
+def evaluate(model, dataset, info, pad_id: int, batch_size: int = 64, progress: bool = False,
+             device="auto") -> dict:
     """Task metric + FLOPs of ``model`` on a tokenized split; the content of ``metrics.json``."""
-    pred = predict_dataset(model, dataset, pad_id, batch_size, progress)
+    pred = predict_dataset(model, dataset, pad_id, batch_size, progress, device)
     labels = np.asarray(dataset["label"])
     scores = compute_metrics(info.metric, pred.logits, labels)
     result = {"task": info.name, "metric_name": info.metric, **scores, **flops_summary(pred),
