@@ -129,6 +129,8 @@ def test_cli_finetune_then_sweep(tiny_dir, csv_task, tmp_path):
     assert (tmp_path / "curve.png").is_file()
     with pytest.raises(ltprune.ConfigError, match="--knobs"):
         sweep.parse_knobs("0.1,abc")
+    negative = parser.parse_args(["sweep", "--method", "topk", "--knobs=-1,-3", "--output-dir", str(tmp_path)])
+    assert sweep.parse_knobs(negative.knobs) == [-1.0, -3.0]  # the '=' form the help names
     bad = parser.parse_args(["sweep", "--output-dir", str(tmp_path / "x"), "--task", str(csv_task)])
     with pytest.raises(ltprune.ConfigError, match="--model"):
         bad.func(bad)

@@ -432,7 +432,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="checkpoint fine-tuned on the task (or a base one with --finetune)")
     p.add_argument("--finetune", action="store_true", help="fine-tune --model first (once, in OUTPUT_DIR/finetune)")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--knobs", help="comma list (one --method only); defaults: " +
+    p.add_argument("--knobs", help="comma list (one --method only; a list that starts with a negative "
+                   "value needs '=': --knobs=-1,-3); defaults: " +
                    "; ".join(f"{m} {','.join(f'{v:g}' for v in DEFAULT_KNOBS[m])}" for m in METHODS))
     p.add_argument("--table", action="store_true",
                    help="only print Table 1 and plot from OUTPUT_DIR/points.json (no training)")
