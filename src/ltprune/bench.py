@@ -350,10 +350,15 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
     if unknown:
         raise ConfigError(f"unknown bench config {unknown[0]!r}; choose from minilm, bert-base, "
                           + ", ".join(IMAGE_CONFIGS))
-    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-    if device is not None and "int8" in parts:
-        raise ConfigError("--parts int8 runs on the CPU only: leave --device out")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ConfigError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+        if device.type != "cpu" and "int8" in parts:
+            raise ConfigError("--parts int8 runs on the CPU only: leave --device out")
     results = {"environment": environment(device), "throughput": {}, "models": {}}
     dev = tokenizer = calibration = None
     if model_path or "int8" in parts or any(n not in IMAGE_CONFIGS for n in names):
