@@ -220,3 +220,18 @@ def test_evaluate_moves_the_model_to_the_requested_device(tokenizer):
     moved.clear()
     evaluate(model, data, info, tokenizer.pad_token_id, batch_size=2, device=None)
     assert moved == []
+
+
+def test_auto_placement_moves_only_cpu_models(monkeypatch):
+    from ltprune.evaluation import place
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    calls = []
+    on_cpu = torch.nn.Linear(2, 2)
+    on_cpu.to = lambda *a, **k: calls.append(("cpu model", *a))
+    on_gpu = torch.nn.Linear(2, 2, device="meta")  # stands for a model already on an accelerator
+    on_gpu.to = lambda *a, **k: calls.append(("gpu model", *a))
+    place(on_cpu, "auto")
+    place(on_gpu, "auto")  # a torchrun rank keeps its own GPU
+    place(on_gpu, "cpu")  # an explicit device always applies
+    assert calls == [("cpu model", torch.device("cuda")), ("gpu model", torch.device("cpu"))]

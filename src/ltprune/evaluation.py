@@ -60,15 +60,22 @@ def resolve_device(device="auto"):
     return None if device is None else torch.device(device)
 
 
+def place(model, device="auto"):
+    """Move ``model`` (in place) to ``resolve_device(device)``. Under ``"auto"`` a model already on
+    an accelerator stays there (a torchrun rank keeps its own GPU); only a CPU model moves."""
+    target = resolve_device(device)
+    here = next(model.parameters()).device
+    if target is not None and (device != "auto" or here.type == "cpu"):
+        model.to(target)
+    return model
+
+
 @torch.no_grad()
 def predict_dataset(model, dataset, pad_id: int, batch_size: int = 64, progress: bool = False,
                     device="auto") -> Predictions:
     """Run ``model`` over a tokenized dataset; logits and pruning records in dataset order.
-    ``device``: see ``resolve_device`` (the model is moved there, in place)."""
-    target = resolve_device(device)
-    if target is not None:
-        model.to(target)
-    model.eval()
+    ``device``: see ``place`` (the model is moved there, in place)."""
+    place(model, device).eval()
     device = next(model.parameters()).device
     lengths = [len(ids) for ids in dataset["input_ids"]]
     n = len(lengths)

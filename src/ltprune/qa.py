@@ -341,12 +341,9 @@ def predict_features(model, features, pad_id: int, batch_size: int = 64):
 
 
 def _predict_features(model, features, pad_id, batch_size):
-    from .evaluation import MODEL_INPUTS, Predictions, collate, length_sorted_batches, resolve_device
+    from .evaluation import MODEL_INPUTS, Predictions, collate, length_sorted_batches, place
 
-    target = resolve_device("auto")  # as for classification: evaluate where training ran
-    if target is not None:
-        model.to(target)
-    model.eval()
+    place(model, "auto").eval()  # as for classification: evaluate where training ran
     device = next(model.parameters()).device
     cols = [c for c in MODEL_INPUTS if c in features.column_names]
     rows = [dict(zip(cols, values)) for values in zip(*(features[c] for c in cols))]
