@@ -76,7 +76,7 @@ def predict_dataset(model, dataset, pad_id: int, batch_size: int = 64, progress:
     """Run ``model`` over a tokenized dataset; logits and pruning records in dataset order.
     ``device``: see ``place`` (the model is moved there, in place)."""
     place(model, device).eval()
-    device = next(model.parameters()).device
+    where = next(model.parameters()).device
     lengths = [len(ids) for ids in dataset["input_ids"]]
     n = len(lengths)
     logits = tokens_in = tokens_kept = None
@@ -84,7 +84,7 @@ def predict_dataset(model, dataset, pad_id: int, batch_size: int = 64, progress:
     out_len = np.zeros(n, dtype=np.int64)
     dims = None
     for index in tqdm(length_sorted_batches(lengths, batch_size), desc="eval", disable=not progress):
-        batch = collate([rows[i] for i in index], pad_id, device)
+        batch = collate([rows[i] for i in index], pad_id, where)
         out = model(**batch)
         rec = out.ltp
         if logits is None:
