@@ -131,7 +131,9 @@ def test_thresholds_rise_linearly():
     assert torch.allclose(manual_thresholds(4, 0.04), torch.tensor([0.01, 0.02, 0.03, 0.04]))
     model = ltprune.patch(tiny_model("bert"), ltprune.LTPConfig(final_threshold=0.02))
     thresholds = ltprune.get_thresholds(model)
-    assert isinstance(thresholds, torch.nn.Parameter) and thresholds.requires_grad
+    # a parameter, trainable only in the soft stage (hard and off give it no gradient)
+    assert isinstance(thresholds, torch.nn.Parameter) and not thresholds.requires_grad
+    assert ltprune.get_thresholds(ltprune.set_mode(model, "soft")).requires_grad
     assert torch.allclose(thresholds, torch.tensor([0.0, 0.01, 0.02]))
 
 

@@ -15,7 +15,7 @@ good; its last state (the input of the layer that removed it) is scattered back 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -95,11 +95,13 @@ class _Padded:
         seq_id = torch.arange(batch, device=self.x.device).repeat_interleave(n)
         return self.alive.flatten(), self.first.flatten(), seq_id
 
-    def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None):
+    def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None, keep_probs=False):
+        """(context, raw scores or None[, probabilities when ``keep_probs``])."""
         batch, n, dim = q.shape
         q, k, v = (t.view(batch, n, heads, -1).transpose(1, 2) for t in (q, k, v))
         everyone = bool(self.alive.all())
-        if need_probs:
+        probs = None
+        if need_probs or keep_probs:
             logits = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
             if not everyone:
                 bias = torch.zeros(self.alive.shape, dtype=logits.dtype, device=q.device)
@@ -109,14 +111,14 @@ class _Padded:
                 logits = logits + key_bias[:, None, None, :].to(logits.dtype)
             probs = logits.softmax(-1)
             raw = pruning.importance_scores(probs, None if everyone else self.alive).flatten()
-            if dropout_p > 0:
-                probs = F.dropout(probs, dropout_p, training=True)
-            ctx = torch.matmul(probs, v)
+            dropped = F.dropout(probs, dropout_p, training=True) if dropout_p > 0 else probs
+            ctx = torch.matmul(dropped, v)
         else:
             mask = None if everyone else self.alive[:, None, None, :]
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
             raw = None
-        return ctx.transpose(1, 2).reshape(batch, n, dim), raw
+        ctx = ctx.transpose(1, 2).reshape(batch, n, dim)
+        return (ctx, raw, probs) if keep_probs else (ctx, raw)
 
     def pruned(self, keep):
         gone = self.alive & ~keep.view_as(self.alive)
@@ -224,6 +226,56 @@ class _Packed:
         return self.pos, self.x
 
 
+@dataclass
+class Capture:
+    """Per-layer outputs a caller asked for (``output_hidden_states`` / ``output_attentions``).
+
+    ``hidden_states`` get L + 1 entries of shape (B, n, D), as the stock model's: the layer-0
+    input, then each layer's output restored to the input's shape (a removed token holds its last
+    state, a padding slot its sequence's first token). ``attentions`` get L entries of shape
+    (B, H, n, n): each layer's probabilities among its alive tokens, zero for removed tokens and
+    padding. Recording costs a full-size copy per layer, so it is only done when asked.
+    """
+
+    hidden: bool = False
+    attentions: bool = False
+    hidden_states: list = field(default_factory=list)
+    attention_probs: list = field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        return self.hidden or self.attentions
+
+
+def checkpointed(layer, fn, *tensors):
+    """``fn(*tensors)``, under the layer's own gradient checkpointing when the user enabled it
+    (``model.gradient_checkpointing_enable()``): the engine calls the layer's parts directly, so
+    the checkpointing wrapper of ``layer.__call__`` would otherwise be bypassed silently."""
+    if getattr(layer, "gradient_checkpointing", False) and layer.training and torch.is_grad_enabled():
+        return layer._gradient_checkpointing_func(fn, *tensors)
+    return fn(*tensors)
+
+
+def _check_traceable() -> None:
+    if torch.compiler.is_exporting():
+        raise LTPError("torch.export cannot trace hard or soft pruning yet (each removal decides a "
+                       "data-dependent shape); export the model in 'off' mode (ltprune.set_mode(model, 'off'))")
+
+
+def fill_padding(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Padding slots of (B, n, D) states take the state of their sequence's first real token.
+
+    Poolers read position 0 (BERT, RoBERTa, DistilBERT, ELECTRA heads): with left padding that
+    slot is padding, and this makes a left-padded input give what it gives unpadded. Token-level
+    losses ignore padding, so nothing else reads these slots.
+    """
+    if bool(mask.all()):
+        return out
+    first = mask.long().argmax(1)
+    firsts = out[torch.arange(out.shape[0], device=out.device), first]
+    return torch.where(mask[..., None], out, firsts[:, None, :])
+
+
 def run_encoder(
     adapter: FamilyAdapter,
     layers,
@@ -233,19 +285,24 @@ def run_encoder(
     hidden_states: torch.Tensor,
     mask: torch.Tensor,
     training: bool,
+    capture: Capture | None = None,
 ) -> tuple[torch.Tensor, LTPRecords]:
     """Run ``layers`` with pruning; return (B, n, D) restored states and the records."""
+    _check_traceable()
     batch, n, dim = hidden_states.shape
     mask = mask.to(torch.bool)
     lengths = mask.sum(1)
     if bool((lengths == 0).any()):
         raise LTPError("an input in the batch has no tokens (its attention_mask is all zeros)")
+    capture = capture or Capture()
     if config.mode == "soft" and training:
-        return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask)
+        return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture)
 
     num_layers = len(layers)
-    state = (_Packed if config.layout == "packed" else _Padded).from_input(hidden_states, mask)
-    if config.layout == "packed":
+    # attention probabilities are recorded from the padded layout (same numbers, known positions)
+    layout = "padded" if capture.attentions else config.layout
+    state = (_Packed if layout == "packed" else _Padded).from_input(hidden_states, mask)
+    if layout == "packed":
         auto = config.packed_attention == "auto" and hidden_states.is_cuda
         state.pad_attention = config.packed_attention == "pad" or auto
     tokens_in = torch.zeros(batch, num_layers, dtype=torch.long, device=mask.device)
@@ -254,6 +311,9 @@ def run_encoder(
     pruned_at[~mask.flatten()] = -1
     saved_pos, saved_x = [], []
     thetas = thresholds.detach().tolist()
+    full = hidden_states.reshape(batch * n, dim)
+    if capture.hidden:
+        capture.hidden_states.append(hidden_states)
     for index, layer in enumerate(layers):
         alive_count = state.counts()
         tokens_in[:, index] = alive_count
@@ -261,7 +321,15 @@ def run_encoder(
         prunes = pruning.layer_prunes(config, index, theta)
         x = state.x
         dropout = adapter.attention_dropout(layer) if training else 0.0
-        ctx, raw = state.attention(*adapter.qkv(layer, x), dims.num_heads, prunes, dropout)
+
+        def attend(x, state=state, layer=layer, prunes=prunes, dropout=dropout):
+            record = {"keep_probs": True} if capture.attentions else {}  # (then the layout is padded)
+            return state.attention(*adapter.qkv(layer, x), dims.num_heads, prunes, dropout, **record)
+
+        outs = checkpointed(layer, attend, x)
+        ctx, raw = outs[0], outs[1]
+        if capture.attentions:
+            capture.attention_probs.append(_scatter_probs(outs[2], state, batch, n))
         if prunes:
             alive, first, seq_id = state.flat()
             scores = pruning.normalize_scores(raw, config, dims.num_heads, alive_count, seq_id)
@@ -274,17 +342,34 @@ def run_encoder(
                 saved_x.append(gone)
                 pruned_at[pos] = index
                 state, (x, ctx) = state.select(keep, x, ctx)
-        state.x = adapter.feed_forward(layer, adapter.attention_output(layer, ctx, x))
+        state.x = checkpointed(
+            layer, lambda c, h, layer=layer: adapter.feed_forward(layer, adapter.attention_output(layer, c, h)), ctx, x)
         tokens_kept[:, index] = state.counts()
+        if capture.hidden:
+            pos, x = state.final()
+            full = full.index_copy(0, pos, x)
+            capture.hidden_states.append(fill_padding(full.view(batch, n, dim), mask))
     pos, x = state.final()
     out = hidden_states.new_zeros(batch * n, dim).index_copy(
         0, torch.cat(saved_pos + [pos]), torch.cat(saved_x + [x]))
     records = LTPRecords(lengths, tokens_in, tokens_kept, pruned_at.view(batch, n),
                          dims.hidden, dims.intermediate)
-    return out.view(batch, n, dim), records
+    return fill_padding(out.view(batch, n, dim), mask), records
 
 
-def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask):
+def _scatter_probs(probs: torch.Tensor, state: "_Padded", batch: int, n: int) -> torch.Tensor:
+    """(B, H, w, w) probabilities of the padded layout -> (B, H, n, n) in input positions, zero
+    for removed tokens and padding (a trash row and column n take the dead slots)."""
+    heads, width = probs.shape[1], probs.shape[-1]
+    slot = torch.where(state.alive, state.pos % n, n)  # (B, w)
+    cols = probs.new_zeros(batch, heads, width, n + 1).scatter_(
+        3, slot[:, None, None, :].expand(batch, heads, width, width), probs)
+    full = probs.new_zeros(batch, heads, n + 1, n + 1).scatter_(
+        2, slot[:, None, :, None].expand(batch, heads, width, n + 1), cols)
+    return full[:, :, :n, :n]
+
+
+def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture):
     """Soft stage (METHOD §3): nothing removed; each layer's output is scaled by its soft mask.
 
     ``original``: m_l scales layer l's output, scores of later layers see every token (as the
@@ -299,12 +384,23 @@ def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask):
     running = torch.ones(batch, n, dtype=hidden_states.dtype, device=mask.device)
     masks = []
     x = hidden_states
+    if capture.hidden:
+        capture.hidden_states.append(hidden_states)
     for index, layer in enumerate(layers):
         key_bias = None
         if config.soft_mask == "cumulative" and index > 0:
             key_bias = torch.log(running.clamp_min(1e-20))
-        ctx, raw = state.attention(*adapter.qkv(layer, x), dims.num_heads, True,
-                                   adapter.attention_dropout(layer), key_bias)
+
+        def step(x, *bias, layer=layer):
+            outs = state.attention(*adapter.qkv(layer, x), dims.num_heads, True,
+                                   adapter.attention_dropout(layer), bias[0] if bias else None,
+                                   keep_probs=capture.attentions)
+            return (adapter.feed_forward(layer, adapter.attention_output(layer, outs[0], x)), *outs[1:])
+
+        outs = checkpointed(layer, step, x, *([] if key_bias is None else [key_bias]))
+        out, raw = outs[0], outs[1]
+        if capture.attentions:
+            capture.attention_probs.append(outs[2])
         scores = raw.view(batch, n) / norm
         m = pruning.soft_mask(scores, thresholds[index], config.temperature)
         if config.keep_first_token:
@@ -314,9 +410,11 @@ def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask):
             running = running * m
             m = running
         masks.append(m)
-        x = adapter.feed_forward(layer, adapter.attention_output(layer, ctx, x)) * m[..., None].to(x.dtype)
+        x = out * m[..., None].to(out.dtype)
+        if capture.hidden:
+            capture.hidden_states.append(fill_padding(x, mask))
     counts = lengths[:, None].expand(batch, len(layers)).clone()
     pruned_at = torch.where(mask, len(layers), -1)
     records = LTPRecords(lengths, counts, counts.clone(), pruned_at, dims.hidden, dims.intermediate,
                          reg_loss=pruning.regularizer(masks, mask, config.n_ref))
-    return x, records
+    return fill_padding(x, mask), records

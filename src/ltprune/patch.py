@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import types
+import weakref
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import MODES, LTPConfig
-from .engine import LTPRecords, run_encoder
+from .engine import Capture, LTPRecords, run_encoder
 from .errors import CheckpointError, ConfigError, LTPError, UnsupportedModelError
 from .models import find_adapter, supported_classes
 from .pruning import init_thresholds
@@ -40,12 +42,23 @@ class _LTPState:
         self.encoder = encoder
         self.original_forward = original_forward
         self.dims = adapter.dims(base.config)
-        self.mask = None
-        self.records: LTPRecords | None = None
         # The last evaluate() result (scalars) and a fingerprint of the model it measured: the
         # model card only claims these metrics while the model is still the one evaluated.
         self.last_eval: dict | None = None
         self.eval_fingerprint = None
+
+
+# What one forward pass hands from hook to hook (the padding mask, the records, QA labels) lives
+# per thread and per model, never on the model: two threads calling one model (a threaded
+# server) each see only their own pass.
+_PASSES = threading.local()
+
+
+def _pass(state: _LTPState) -> dict:
+    table = getattr(_PASSES, "table", None)
+    if table is None:
+        table = _PASSES.table = weakref.WeakKeyDictionary()
+    return table.setdefault(state, {})
 
 
 def _state(model) -> _LTPState:
@@ -76,6 +89,7 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
         if config.final_threshold != state.config.final_threshold:
             set_thresholds(model, init_thresholds(state.dims.num_layers, config.final_threshold))
         state.config = config
+        get_thresholds(model).requires_grad_(config.mode == "soft")
         model.config.ltp_config = config.to_dict()
         return model
     if not isinstance(model, nn.Module):
@@ -87,7 +101,9 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     _check_lengths(config, dims.num_layers)
     param = next(encoder.parameters())
     thresholds = init_thresholds(dims.num_layers, config.final_threshold).to(param.device)
-    encoder.register_parameter(THRESHOLDS, nn.Parameter(thresholds))
+    # Only the soft stage trains the thresholds: in off and hard mode they get no gradient, and a
+    # trainable parameter without one breaks plain DDP (find_unused_parameters=False).
+    encoder.register_parameter(THRESHOLDS, nn.Parameter(thresholds, requires_grad=config.mode == "soft"))
     state = _LTPState(config, adapter, base, encoder, encoder.forward)
     # The hooks find the state through the module they run on, never through a closure, so
     # that copy.deepcopy(model) runs its own layers with its own config and thresholds.
@@ -95,9 +111,14 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
         object.__setattr__(module, "_ltp", state)
     encoder.forward = types.MethodType(_encoder_forward, encoder)
     base.register_forward_pre_hook(_capture_mask, with_kwargs=True)
+    if _is_qa(model):
+        model.register_forward_pre_hook(_capture_qa_labels, with_kwargs=True)
     model.register_forward_hook(_attach_records)
-    # A method bound to the instance (no closure): copy.deepcopy rebinds it to the copy.
+    # Methods bound to the instance (no closure): copy.deepcopy rebinds them to the copy.
     model.save_pretrained = types.MethodType(_save_pretrained, model)
+    for module in {id(m): m for m in (model, base)}.values():
+        if hasattr(module, "_init_weights"):
+            module._init_weights = types.MethodType(_init_weights, module)
     model.config.ltp_config = config.to_dict()
     return model
 
@@ -109,34 +130,63 @@ def _check_lengths(config: LTPConfig, num_layers: int) -> None:
             raise ConfigError(f"{name} has {len(values)} entries; the model has {num_layers} layers")
 
 
+def _is_qa(model) -> bool:
+    return type(model).__name__.endswith("ForQuestionAnswering")
+
+
+def _init_weights(module, target):
+    """The class's ``_init_weights``, then the thresholds' initial schedule when ``target`` is the
+    encoder holding them: a model built on the meta device, patched, then ``to_empty()`` +
+    ``init_weights()`` gets real thresholds, not whatever was in memory."""
+    type(module)._init_weights(module, target)
+    state = getattr(target, "_ltp", None)
+    if state is not None and target is state.encoder:
+        with torch.no_grad():
+            getattr(target, THRESHOLDS).copy_(init_thresholds(state.dims.num_layers, state.config.final_threshold))
+
+
 def _capture_mask(module, args, kwargs):
     state = module._ltp
     mask = kwargs.get("attention_mask")
     position = state.adapter.mask_position
     if mask is None and position is not None and len(args) > position:
         mask = args[position]
-    if mask is not None and mask.dim() != 2:
-        raise LTPError(f"ltprune needs a 2-D (batch, length) attention_mask, got shape {tuple(mask.shape)}")
-    state.mask = mask
-    state.records = None
+    if mask is not None and mask.dim() != 2 and state.config.mode != "off":
+        raise LTPError(f"ltprune needs a 2-D (batch, length) padding mask to prune, got an attention_mask of "
+                       f"shape {tuple(mask.shape)}; a 4-D mask passes through only in 'off' mode")
+    slot = _pass(state)
+    slot["mask"] = mask
+    slot["records"] = None
+
+
+def _capture_qa_labels(model, args, kwargs):
+    _pass(model._ltp)["qa_labels"] = (kwargs.get("start_positions"), kwargs.get("end_positions"))
 
 
 def _encoder_forward(encoder, *args, **kwargs):
     state = encoder._ltp
-    mask, state.mask = state.mask, None
+    slot = _pass(state)
+    mask = slot.pop("mask", None)
     if state.config.mode == "off":
         out = state.original_forward(*args, **kwargs)
-        state.records = _unpruned_records(state, _mask_or_all(mask, out[0]))
+        hidden = out[0]
+        plain = mask if mask is not None and mask.dim() == 2 else None
+        slot["records"] = _unpruned_records(state, _mask_or_all(plain, hidden))
         return out
 
+    capture = Capture(*state.adapter.wanted_outputs(encoder, kwargs))
+
     def run(hidden_states):
-        hidden, state.records = run_encoder(
+        hidden, slot["records"] = run_encoder(
             state.adapter, state.adapter.layers(state.base), state.dims, state.config,
             getattr(encoder, THRESHOLDS), hidden_states,
-            _mask_or_all(mask, hidden_states).to(hidden_states.device), encoder.training)
+            _mask_or_all(mask, hidden_states).to(hidden_states.device), encoder.training, capture)
         return hidden
 
-    return state.adapter.encoder_forward(encoder, run, *args, **kwargs)
+    out = state.adapter.encoder_forward(encoder, run, *args, **kwargs)
+    if capture.any:
+        state.adapter.deliver_outputs(capture, out)
+    return out
 
 
 def _mask_or_all(mask, hidden_states):
@@ -157,22 +207,38 @@ def _unpruned_records(state: _LTPState, mask: torch.Tensor) -> LTPRecords:
 
 def _attach_records(model, args, output):
     state = model._ltp
-    records, state.records = state.records, None
+    slot = _pass(state)
+    records = slot.pop("records", None)
+    qa_labels = slot.pop("qa_labels", (None, None))
     if records is None or isinstance(output, tuple):
         return output  # return_dict=False: a plain tuple has no room for the records
     output.ltp = records  # an attribute, not a dict key: tuples and Trainer are unaffected
     cfg = state.config
+    if _is_qa(model) and cfg.mode != "off":
+        _mask_qa_logits(model, output, records, qa_labels)
     if (cfg.add_reg_to_loss and records.reg_loss is not None and cfg.lambda_ > 0
             and getattr(output, "loss", None) is not None):
         output.loss = output.loss + cfg.lambda_ * records.reg_loss
-    if type(model).__name__.endswith("ForQuestionAnswering") and not model.training:
-        # A pruned token cannot be an answer boundary (METHOD §2, drop and restore).
-        gone = (records.pruned_at >= 0) & ~records.kept_mask
-        for name in ("start_logits", "end_logits"):
-            logits = getattr(output, name, None)
-            if logits is not None:
-                setattr(output, name, logits.masked_fill(gone, torch.finfo(logits.dtype).min))
     return output
+
+
+def _mask_qa_logits(model, output, records, labels) -> None:
+    """Padding is never an answer boundary and never enters the QA loss (a padded batch scores as
+    its examples do unpadded; the stock loss lets padding slots compete in the softmax). In
+    evaluation a pruned token cannot be a boundary either (METHOD §2, drop and restore)."""
+    gone = records.pruned_at < 0
+    if not model.training:
+        gone = gone | ~records.kept_mask
+    if not bool(gone.any()):
+        return
+    for name in ("start_logits", "end_logits"):
+        logits = getattr(output, name, None)
+        if logits is not None:
+            setattr(output, name, logits.masked_fill(gone.to(logits.device), torch.finfo(logits.dtype).min))
+    if getattr(output, "loss", None) is not None and labels[0] is not None and labels[1] is not None:
+        from transformers.loss.loss_utils import ForQuestionAnsweringLoss
+
+        output.loss = ForQuestionAnsweringLoss(output.start_logits, output.end_logits, *labels)
 
 
 def set_mode(model: nn.Module, mode: str) -> nn.Module:

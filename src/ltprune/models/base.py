@@ -12,6 +12,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+try:  # transformers 5 records per-layer outputs through hooks into this context-local dict
+    from transformers.utils.output_capturing import _active_collector
+except ImportError:  # pragma: no cover - another transformers layout: per-layer outputs not recorded
+    _active_collector = None
+
+
+def active_collector() -> dict | None:
+    """The dict that ``output_hidden_states`` / ``output_attentions`` collect into during this pass."""
+    return _active_collector.get() if _active_collector is not None else None
+
 
 @dataclass(frozen=True)
 class Dims:
@@ -69,3 +79,26 @@ class FamilyAdapter:
         from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions as Output
 
         return Output(last_hidden_state=run(hidden_states))
+
+    def wanted_outputs(self, encoder: nn.Module, kwargs: dict) -> tuple[bool, bool]:
+        """(hidden states, attentions) per layer: what the caller asked this pass to record.
+
+        The engine does not call the layer modules, so transformers' recording hooks on them never
+        fire; the engine records instead and :meth:`deliver_outputs` hands the result over.
+        """
+        collector = active_collector()
+        if collector is None:
+            return False, False
+        return "hidden_states" in collector, "attentions" in collector
+
+    def deliver_outputs(self, capture, output) -> None:
+        """Put what the engine recorded where the stock model's hooks would have put it."""
+        collector = active_collector()
+        if collector is None:
+            return
+        if capture.hidden:
+            selection = collector.get("_hidden_states_layers")
+            collector["hidden_states"].extend(h if selection is None or i in selection else None
+                                              for i, h in enumerate(capture.hidden_states))
+        if capture.attentions:
+            collector["attentions"].extend(capture.attention_probs)

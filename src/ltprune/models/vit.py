@@ -43,7 +43,7 @@ class ViTFamily(FamilyAdapter):
 
     def encoder_forward(self, vit, run, pixel_values=None, bool_masked_pos=None,
                         interpolate_pos_encoding=None, attention_mask=None, **kwargs):
-        """ViTModel.forward with the layer loop replaced by ``run`` (per-layer outputs not recorded)."""
+        """ViTModel.forward with the layer loop replaced by ``run``."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         if pixel_values is None:
@@ -57,3 +57,17 @@ class ViTFamily(FamilyAdapter):
         if kwargs.get("return_dict", getattr(vit.config, "return_dict", True)) is False:
             return out.to_tuple()
         return out
+
+    def wanted_outputs(self, vit, kwargs):
+        # the stock forward (and its recording wrapper) is replaced: read the flags ourselves
+        config = vit.config
+        return (bool(kwargs.get("output_hidden_states", config.output_hidden_states)),
+                bool(kwargs.get("output_attentions", config.output_attentions)))
+
+    def deliver_outputs(self, capture, output):
+        if isinstance(output, tuple):
+            return  # return_dict=False: no room for per-layer outputs
+        if capture.hidden:
+            output.hidden_states = tuple(capture.hidden_states)  # ViT does not tie the last one
+        if capture.attentions:
+            output.attentions = tuple(capture.attention_probs)
