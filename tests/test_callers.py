@@ -233,3 +233,21 @@ def test_torch_export_of_a_pruning_model_says_why_it_cannot():
     ltprune.set_mode(model, "hard")
     with pytest.raises(ltprune.LTPError, match="torch.export.*'off' mode"):
         torch.export.export(model, (), {"input_ids": ids, "attention_mask": mask})
+
+
+def test_install_script_stops_on_a_failed_pip_install(tmp_path):
+    """scripts/install.sh with a stand-in python whose `pip install torch==...` fails."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "install.sh").write_text((root / "scripts" / "install.sh").read_text())
+    fake = tmp_path / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\ncase "$*" in *torch==*) echo "ERROR: No matching distribution found for torch" >&2; '
+                    'exit 1;; esac\nexit 0\n')
+    fake.chmod(0o755)
+    run = subprocess.run(["bash", "scripts/install.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "No matching distribution found for torch" in run.stderr and "failed" in run.stderr

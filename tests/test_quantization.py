@@ -312,8 +312,14 @@ def test_int8_throughput_rows():
     assert Q.has_fake_quant_weights(model)                                  # the given model is untouched
 
 
+@pytest.mark.parametrize("full_range", [False, True], ids=["7bit", "full_range"])
 @pytest.mark.parametrize("name", ["distilbert", "electra", "xlm-roberta", "vit"])
-def test_quantize_and_export_int8_other_families(name):
+def test_quantize_and_export_int8_other_families(name, full_range):
+    """7-bit activations on every CPU; full range only on AVX512-VNNI (elsewhere it is refused,
+    see test_full_range_is_refused_on_a_cpu_without_vnni)."""
+    if full_range and not Q.int8_full_range_supported():
+        pytest.skip(f"full-range int8 needs AVX512-VNNI kernels; this CPU has {Q.cpu_int8_kind()} "
+                    "(16-bit sums saturate)")
     from test_families import FAMILIES, _inputs
 
     family = FAMILIES[name]
@@ -328,12 +334,11 @@ def test_quantize_and_export_int8_other_families(name):
     with capture_embeddings(model) as emb, torch.no_grad():
         model(**inputs)
     assert emb["out"].shape[:2] == fq.ltp.pruned_at.shape                  # the distillation hook point
-    for full_range in (False, True):
-        with torch.no_grad():
-            out = Q.export_int8(model, full_range=full_range)(**inputs)
-        assert bool((out.ltp.tokens_kept < out.ltp.tokens_in).any())
-        # int8 activations (7-bit by default) on a random wide-init model: loose, but not noise
-        assert (out.logits - fq.logits).abs().max() <= (0.15 if full_range else 0.3) * fq.logits.abs().max()
+    with torch.no_grad():
+        out = Q.export_int8(model, full_range=full_range)(**inputs)
+    assert bool((out.ltp.tokens_kept < out.ltp.tokens_in).any())
+    # int8 activations (7-bit by default) on a random wide-init model: loose, but not noise
+    assert (out.logits - fq.logits).abs().max() <= (0.15 if full_range else 0.3) * fq.logits.abs().max()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,3 +393,44 @@ def test_quantized_distilled_soft_and_hard_stages(tmp_path):
                           _logits(model, batch["input_ids"], batch["attention_mask"]), atol=1e-6)
     weight = hard.bert.encoder.layer[0].intermediate.dense.weight
     assert torch.equal(weight, Q.fake_quantize_weight(weight, 8))           # already on the grid
+
+
+# ---------------------------------------------------------------------------------------------
+# the CPU kind decides whether full-range int8 activations are safe (AVX2 kernels saturate)
+
+
+@pytest.mark.parametrize("forced,kind", [("1", "avx512_vnni"), ("0", "avx2")])
+def test_cpu_kind_can_be_simulated(monkeypatch, forced, kind):
+    monkeypatch.setenv(Q.CPU_KIND_ENV, forced)
+    assert Q.cpu_int8_kind() == kind
+    assert Q.int8_full_range_supported() is (kind == "avx512_vnni")
+
+
+def test_full_range_is_refused_on_a_cpu_without_vnni(monkeypatch):
+    model = _model()
+    Q.quantize_model(model, 8)
+    monkeypatch.setenv(Q.CPU_KIND_ENV, "0")
+    with pytest.raises(ltprune.ConfigError, match="AVX512-VNNI.*saturate"):
+        Q.export_int8(model, full_range=True)
+    assert Q.export_int8(model).config.ltp_quantization["int8_activations"] == "7-bit"  # the default works
+
+
+def test_full_range_switches_the_kernels_on_a_vnni_cpu(monkeypatch):
+    """What full range changes, checked without running it (it must run on a VNNI CPU only)."""
+    model = _model()
+    Q.quantize_model(model, 8)
+    monkeypatch.setenv(Q.CPU_KIND_ENV, "1")
+    out = Q.export_int8(model, full_range=True)
+    versions = {m.version for m in out.modules() if m._get_name() == "DynamicQuantizedLinear"}
+    assert versions == {3} and out.config.ltp_quantization["int8_activations"] == "8-bit"
+    default = {m.version for m in Q.export_int8(model).modules() if m._get_name() == "DynamicQuantizedLinear"}
+    assert 3 not in default
+
+
+def test_cli_eval_int8_full_range_refused_before_loading(monkeypatch, tmp_path, capsys):
+    from ltprune.cli import main
+
+    monkeypatch.setenv(Q.CPU_KIND_ENV, "0")
+    code = main(["eval", "--model", str(tmp_path / "nothing-here"), "--task", "rotten_tomatoes",
+                 "--output-dir", str(tmp_path / "out"), "--int8-full-range"])
+    assert code == 2 and "AVX512-VNNI" in capsys.readouterr().err

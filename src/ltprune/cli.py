@@ -43,21 +43,35 @@ def cmd_eval(a) -> int:
     set_threads(a.threads)
     if a.batch_size < 1:
         raise LTPError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if a.int8_full_range:
+        from .quantization import check_full_range
+
+        check_full_range()  # before any loading: this CPU's int8 kernels would saturate
     model = from_pretrained(a.model)
     if a.mode:
         set_mode(model, a.mode)
     if a.layout:
         from .patch import get_config, patch
         patch(model, get_config(model).replace(layout=a.layout))
+    device = "auto"
+    if a.int8 or a.int8_full_range:
+        from .quantization import export_int8
+
+        model, device = export_int8(model, full_range=a.int8_full_range), "cpu"  # int8 kernels run on the CPU
     tokenizer = load_tokenizer(a.model)
     dsd, info = load_task(a.task, **data_kwargs(a))
     if a.split not in dsd:
         raise LTPError(f"task {a.task!r} has no {a.split!r} split (has {', '.join(dsd)})")
     tokenized = tokenize_task(dsd, tokenizer, info, a.max_length)
-    result = evaluate(model, tokenized[a.split], info, tokenizer.pad_token_id, a.batch_size, progress=True)
+    result = evaluate(model, tokenized[a.split], info, tokenizer.pad_token_id, a.batch_size, progress=True,
+                      device=device)
     from .quantization import bops_for
 
     result.update(bops_for(model, result))  # BOPs beside FLOPs for a quantized checkpoint
+    if device == "cpu":
+        from .quantization import cpu_int8_kind
+
+        result["int8"] = {"activations": "8-bit" if a.int8_full_range else "7-bit", "cpu_kernels": cpu_int8_kind()}
     path = write_metrics(result, a.output_dir)
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     print(json.dumps(public, indent=1))
@@ -134,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["packed", "padded"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int)
+    p.add_argument("--int8", action="store_true",
+                   help="evaluate the int8 export (dynamic int8 Linear kernels, 7-bit activations; CPU)")
+    p.add_argument("--int8-full-range", action="store_true",
+                   help="the int8 export with full 8-bit activations (needs an AVX512-VNNI CPU)")
     add_data_options(p)
     p.set_defaults(func=cmd_eval)
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import platform
 import warnings
 from contextlib import contextmanager
 
@@ -342,6 +344,51 @@ def int8_qconfig(per_channel: bool = True):
     return QConfig(activation=default_dynamic_quant_observer, weight=weight)
 
 
+CPU_KIND_ENV = "LTPRUNE_INT8_VNNI"  # "1" / "0": take this CPU as one with / without AVX512-VNNI
+
+
+def cpu_int8_kind() -> str:
+    """What this CPU's int8 GEMMs (fbgemm, PyTorch's x86 quantized engine) run on.
+
+    ``"avx512_vnni"``: VPDPBUSD accumulates u8 x s8 products in 32 bits (Cascade Lake and later
+    Xeons, AMX CPUs, AMD Zen 4); ``"avx512"`` / ``"avx2"``: VPMADDUBSW sums pairs of products into
+    16 bits with saturation, which full 8-bit activations overflow; ``"other"``: not x86.
+    ``LTPRUNE_INT8_VNNI=0`` (or ``1``) overrides the detection, to simulate the other CPU kind.
+    """
+    forced = os.environ.get(CPU_KIND_ENV)
+    if forced in ("0", "1"):
+        return "avx512_vnni" if forced == "1" else "avx2"
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return "other"
+    try:
+        caps = torch._C._cpu._get_cpu_capability()  # torch's own cpuinfo reading
+    except (AttributeError, RuntimeError):  # pragma: no cover - older torch: read the kernel's flags
+        caps = {}
+        try:
+            flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+        except OSError:
+            flags = ""
+        caps = {"avx512_vnni": "avx512_vnni" in flags, "avx512_f": "avx512f" in flags,
+                "avx2": " avx2" in flags}
+    if caps.get("avx512_vnni"):
+        return "avx512_vnni"
+    return "avx512" if caps.get("avx512_f") else ("avx2" if caps.get("avx2", True) else "other")
+
+
+def int8_full_range_supported() -> bool:
+    """Whether full-range (8-bit) dynamic int8 activations give correct results on this CPU."""
+    return cpu_int8_kind() == "avx512_vnni"
+
+
+def check_full_range() -> None:
+    """A one-line error on a CPU whose int8 kernels would saturate with full-range activations."""
+    kind = cpu_int8_kind()
+    if kind != "avx512_vnni":
+        raise ConfigError(
+            f"full-range int8 activations need a CPU with AVX512-VNNI; this one has {kind} int8 kernels, "
+            "whose 16-bit sums saturate (logits would be noise): use the default 7-bit activations")
+
+
 def export_int8(model: nn.Module, per_channel: bool | None = None, full_range: bool = False) -> nn.Module:
     """A copy of ``model`` whose Linear layers (outside the embeddings) run int8 kernels on CPU.
 
@@ -352,9 +399,11 @@ def export_int8(model: nn.Module, per_channel: bool | None = None, full_range: b
 
     PyTorch's dynamic Linear quantizes activations to 7 bits (``reduce_range``) so that AVX2
     kernels cannot saturate their 16-bit intermediate sums. ``full_range=True`` uses all 8 bits
-    (up to 3x smaller logit error in our tests); use it only on CPUs with VNNI (AVX512-VNNI /
-    AVX-VNNI), whose kernels accumulate in 32 bits.
+    (up to 3x smaller logit error in our tests); it needs AVX512-VNNI (:func:`cpu_int8_kind`), whose
+    kernels accumulate in 32 bits, and raises a ConfigError on any other CPU.
     """
+    if full_range:
+        check_full_range()
     info = quantization_info(model) or {}
     if info.get("weight_bits") not in (None, 8):
         warnings.warn(f"the model was trained with {info['weight_bits']}-bit weights; int8 kernels re-quantize "
@@ -374,7 +423,8 @@ def export_int8(model: nn.Module, per_channel: bool | None = None, full_range: b
         for module in clone.modules():
             if module._get_name() == "DynamicQuantizedLinear":
                 module.version = 3  # its forward then calls linear_dynamic without reduce_range
-    clone.config.ltp_quantization = {**info, "int8_export": "dynamic"}
+    clone.config.ltp_quantization = {**info, "int8_export": "dynamic",
+                                     "int8_activations": "8-bit" if full_range else "7-bit"}
     return clone
 
 
