@@ -14,6 +14,8 @@ NORMALIZATIONS = ("reference", "length")
 SOFT_MASKS = ("original", "cumulative")
 METHODS = ("threshold", "topk", "length")
 PACKED_ATTENTION = ("auto", "loop", "pad")
+STEPS = ("auto", "exact", "static")
+SCORE_KERNELS = ("auto", "explicit", "lse")
 
 
 @dataclass
@@ -37,6 +39,18 @@ class LTPConfig:
     # How the packed layout runs attention: "loop" (one call per sequence, no padding at all),
     # "pad" (one padded call for attention only), "auto" (pad on GPU, loop on CPU).
     packed_attention: str = "auto"
+    # How a hard-mode layer removes tokens (packed layout): "exact" (buffers sized to the kept
+    # tokens; each removal reads a count back to the host), "static" (buffers of a planned
+    # capacity, no host read inside a layer, one overflow check per forward with an exact rerun
+    # if it overflowed), "auto" (static on CUDA, exact on CPU, where host reads cost nothing).
+    step: str = "auto"
+    # Rows each layer keeps room for after its pruning in the static step, as fractions of the
+    # padded batch (B * n), one per layer (layers that prune nothing ignore theirs); None: 1.0
+    # (never overflows, saves nothing in the dense layers). ``ltprune.plan_capacity`` measures them.
+    capacity: list[float] | None = None
+    # How the scores are computed: "explicit" probabilities, "lse" (two fused attention calls,
+    # probabilities never written out), "auto" (by the alive length; see attention.py).
+    score_kernel: str = "auto"
     soft_mask: str = "original"
     method: str = "threshold"
     keep_ratios: list[float] | None = None
@@ -64,12 +78,18 @@ class LTPConfig:
         check(isinstance(self.n_ref, int) and self.n_ref > 0, f"n_ref must be a positive int, got {self.n_ref!r}")
         for name, allowed in (("mode", MODES), ("layout", LAYOUTS),
                               ("score_normalization", NORMALIZATIONS), ("soft_mask", SOFT_MASKS),
-                              ("method", METHODS), ("packed_attention", PACKED_ATTENTION)):
+                              ("method", METHODS), ("packed_attention", PACKED_ATTENTION),
+                              ("step", STEPS), ("score_kernel", SCORE_KERNELS)):
             check(getattr(self, name) in allowed,
                   f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.method == "topk":
             check(bool(self.keep_ratios), "method='topk' needs keep_ratios (one per layer)")
             check(all(0 <= r <= 1 for r in self.keep_ratios), "keep_ratios must lie in [0, 1]")
+        if self.capacity is not None:
+            check(isinstance(self.capacity, (list, tuple)) and all(
+                isinstance(c, (int, float)) and 0 < c <= 1 for c in self.capacity),
+                f"capacity must be a list of fractions in (0, 1], got {self.capacity!r}")
+            self.capacity = [float(c) for c in self.capacity]
         if self.method == "length":
             check(bool(self.keep_lengths), "method='length' needs keep_lengths (one per layer)")
             check(all(int(k) >= 1 for k in self.keep_lengths), "keep_lengths must be >= 1")

@@ -15,13 +15,14 @@ good; its last state (the input of the layer that removed it) is scattered back 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from . import attention, pruning
 from . import flops as flops_mod
-from . import pruning
 from .config import LTPConfig
 from .errors import LTPError
 from .models.base import Dims, FamilyAdapter
@@ -73,8 +74,29 @@ class LTPRecords:
         return float(self.macs().sum() / self.baseline_macs().sum())
 
 
+class _Sink:
+    """Where removed tokens go: their last state and the layer that removed them, written into
+    full-size buffers with one trash row (static shapes: a kept row is routed to the trash)."""
+
+    def __init__(self, hidden_states, mask, num_layers):
+        batch, n, dim = hidden_states.shape
+        self.trash = batch * n
+        self.out = hidden_states.new_zeros(batch * n + 1, dim)
+        self.pruned_at = torch.full((batch * n + 1,), num_layers, dtype=torch.long, device=mask.device)
+        self.pruned_at[:-1].masked_fill_(~mask.flatten(), -1)
+
+    def drop(self, pos, x, layer):
+        """Rows ``x`` at flat positions ``pos`` (trash where not removed) leave at ``layer``."""
+        self.out.index_copy_(0, pos, x)
+        self.pruned_at.index_fill_(0, pos, layer)
+
+    def finish(self, pos, x, shape):
+        self.out.index_copy_(0, pos, x)
+        return self.out[:-1].view(shape), self.pruned_at[:-1].view(shape[:2])
+
+
 class _Padded:
-    """(B, n, D) layout: alive tokens first in each row, padding after."""
+    """(B, w, D) layout: alive tokens first in each row, padding after; w = longest survivor."""
 
     def __init__(self, x, alive, pos, first):
         self.x, self.alive, self.pos, self.first = x, alive, pos, first
@@ -87,6 +109,10 @@ class _Padded:
         first[torch.arange(batch, device=x.device), mask.long().argmax(1)] = True
         return cls(x, mask, pos, first & mask)
 
+    @property
+    def width(self) -> int:
+        return self.alive.shape[1]
+
     def counts(self):
         return self.alive.sum(1)
 
@@ -95,39 +121,31 @@ class _Padded:
         seq_id = torch.arange(batch, device=self.x.device).repeat_interleave(n)
         return self.alive.flatten(), self.first.flatten(), seq_id
 
-    def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None, keep_probs=False):
-        """(context, raw scores or None[, probabilities when ``keep_probs``])."""
+    def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None, keep_probs=False):
+        """(context, flat raw scores or None[, probabilities when ``keep_probs``]).
+
+        ``kernel``: None (no scores needed: fused sdpa), ``explicit`` or ``lse``."""
         batch, n, dim = q.shape
         q, k, v = (t.view(batch, n, heads, -1).transpose(1, 2) for t in (q, k, v))
-        everyone = bool(self.alive.all())
-        probs = None
-        if need_probs or keep_probs:
-            logits = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-            if not everyone:
-                bias = torch.zeros(self.alive.shape, dtype=logits.dtype, device=q.device)
-                bias = bias.masked_fill(~self.alive, torch.finfo(logits.dtype).min)
-                logits = logits + bias[:, None, None, :]
-            if key_bias is not None:
-                logits = logits + key_bias[:, None, None, :].to(logits.dtype)
-            probs = logits.softmax(-1)
-            raw = pruning.importance_scores(probs, None if everyone else self.alive).flatten()
-            dropped = F.dropout(probs, dropout_p, training=True) if dropout_p > 0 else probs
-            ctx = torch.matmul(dropped, v)
+        alive = None if bool(self.alive.all()) else self.alive
+        probs = raw = None
+        if keep_probs or key_bias is not None:
+            ctx, raw, probs = attention.explicit(q, k, v, alive, key_bias, dropout_p, keep_probs=True)
+        elif kernel is not None:
+            ctx, raw = attention.scored(kernel, q, k, v, alive, dropout_p)
         else:
-            mask = None if everyone else self.alive[:, None, None, :]
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-            raw = None
+            ctx = attention.unscored(q, k, v, alive, dropout_p)
         ctx = ctx.transpose(1, 2).reshape(batch, n, dim)
+        raw = None if raw is None else raw.flatten()
         return (ctx, raw, probs) if keep_probs else (ctx, raw)
 
-    def pruned(self, keep):
-        gone = self.alive & ~keep.view_as(self.alive)
-        return self.pos[gone], self.x[gone]
-
-    def select(self, keep, *tensors):
+    def remove(self, keep, sink, layer, x, ctx):
+        """Drop the tokens not kept (into ``sink``); returns (state, x, ctx) of the survivors."""
         keep = keep.view_as(self.alive)
-        if bool((keep == self.alive).all()):
-            return self, tensors
+        gone = self.alive & ~keep
+        sink.drop(self.pos[gone], self.x[gone], layer)
+        if not bool(gone.any()):
+            return self, x, ctx
         batch, n = keep.shape
         counts = keep.sum(1)
         width = int(counts.max())
@@ -138,8 +156,7 @@ class _Padded:
             return t.reshape(batch * n, *t.shape[2:]).index_select(0, index).view(batch, width, *t.shape[2:])
 
         alive = torch.arange(width, device=keep.device)[None, :] < counts[:, None]
-        state = _Padded(None, alive, take(self.pos), take(self.first) & alive)
-        return state, tuple(take(t) for t in tensors)
+        return _Padded(None, alive, take(self.pos), take(self.first) & alive), take(x), take(ctx)
 
     def final(self):
         return self.pos[self.alive], self.x[self.alive]
@@ -152,6 +169,7 @@ class _Packed:
 
     def __init__(self, x, pos, first, seq_id, lengths):
         self.x, self.pos, self.first, self.seq_id, self.lengths = x, pos, first, seq_id, lengths
+        self._sizes = None
 
     @classmethod
     def from_input(cls, x, mask):
@@ -164,37 +182,44 @@ class _Packed:
         seq_id = torch.div(pos, n, rounding_mode="floor")
         return cls(x.reshape(batch * n, -1).index_select(0, pos), pos, first, seq_id, lengths)
 
+    @property
+    def sizes(self) -> list[int]:
+        if self._sizes is None:
+            self._sizes = self.lengths.tolist()
+        return self._sizes
+
+    @property
+    def width(self) -> int:
+        return max(self.sizes)
+
     def counts(self):
         return self.lengths
 
     def flat(self):
         return torch.ones_like(self.first), self.first, self.seq_id
 
-    def attention(self, q, k, v, heads, need_probs, dropout_p, key_bias=None):
+    def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None):
         if self.pad_attention and self.lengths.numel() > 1:
-            return self._attention_padded(q, k, v, heads, need_probs, dropout_p)
+            return self._attention_padded(q, k, v, heads, kernel, dropout_p)
         total, dim = q.shape
-        sizes = self.lengths.tolist()
-        splits = [t.view(total, heads, -1).transpose(0, 1).split(sizes, dim=1) for t in (q, k, v)]
-        scale = (dim // heads) ** -0.5
+        splits = [t.view(total, heads, -1).transpose(0, 1).split(self.sizes, dim=1) for t in (q, k, v)]
         ctxs, raws = [], []
         for qi, ki, vi in zip(*splits):
-            if need_probs:
-                probs = (torch.matmul(qi, ki.transpose(-1, -2)) * scale).softmax(-1)
-                raws.append(probs.float().sum(dim=(0, 1)))
-                if dropout_p > 0:
-                    probs = F.dropout(probs, dropout_p, training=True)
-                ctxs.append(torch.matmul(probs, vi))
+            qi, ki, vi = qi[None], ki[None], vi[None]
+            if kernel is not None:
+                ctx, raw = attention.scored(kernel, qi, ki, vi, None, dropout_p)
+                raws.append(raw[0])
             else:
-                ctxs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p))
+                ctx = attention.unscored(qi, ki, vi, None, dropout_p)
+            ctxs.append(ctx[0])
         ctx = torch.cat(ctxs, dim=1).transpose(0, 1).reshape(total, dim)
-        return ctx, (torch.cat(raws) if need_probs else None)
+        return ctx, (torch.cat(raws) if kernel is not None else None)
 
-    def _attention_padded(self, q, k, v, heads, need_probs, dropout_p):
+    def _attention_padded(self, q, k, v, heads, kernel, dropout_p):
         """Attention of a packed batch through one padded call: only attention sees padding."""
         total, dim = q.shape
         batch = self.lengths.numel()
-        width = int(self.lengths.max())
+        width = self.width
         starts = torch.cumsum(self.lengths, 0) - self.lengths
         slot = torch.arange(total, device=q.device) - starts[self.seq_id]
         flat = self.seq_id * width + slot
@@ -204,26 +229,125 @@ class _Packed:
         def pad(t):
             return t.new_zeros(batch * width, dim).index_copy(0, flat, t).view(batch, width, dim)
 
-        ctx, raw = grid.attention(pad(q), pad(k), pad(v), heads, need_probs, dropout_p)
+        ctx, raw = grid.attention(pad(q), pad(k), pad(v), heads, kernel, dropout_p)
         ctx = ctx.reshape(batch * width, dim).index_select(0, flat)
         return ctx, (raw.index_select(0, flat) if raw is not None else None)
 
-    def pruned(self, keep):
+    def remove(self, keep, sink, layer, x, ctx):
         gone = (~keep).nonzero().squeeze(1)
-        return self.pos.index_select(0, gone), self.x.index_select(0, gone)
-
-    def select(self, keep, *tensors):
-        if bool(keep.all()):
-            return self, tensors
+        if gone.numel() == 0:
+            return self, x, ctx
+        sink.drop(self.pos.index_select(0, gone), self.x.index_select(0, gone), layer)
         index = keep.nonzero().squeeze(1)
         lengths = torch.zeros_like(self.lengths).index_add_(0, self.seq_id, keep.long())
         state = _Packed(None, self.pos.index_select(0, index), self.first.index_select(0, index),
                         self.seq_id.index_select(0, index), lengths)
         state.pad_attention = self.pad_attention
-        return state, tuple(t.index_select(0, index) for t in tensors)
+        return state, x.index_select(0, index), ctx.index_select(0, index)
 
     def final(self):
         return self.pos, self.x
+
+
+class _Static:
+    """(C, D) rows of a fixed capacity C: the packed layout with shapes that never depend on the data.
+
+    Row r holds a token of sequence ``seq[r]`` from flat input position ``pos[r]`` when
+    ``valid[r]``; the other rows are zeros (GEMMs and LayerNorm are row-independent, so they never
+    reach a valid row). Removal writes kept rows to their ``cumsum`` destinations in a buffer of the
+    next layer's capacity and everything else to a trash row; per-sequence counts are ``index_add``
+    sums. Nothing is read back to the host inside a layer: no ``nonzero``, no ``.tolist()``, no
+    ``bool(...)``. A kept row that does not fit sets ``overflow``, read once per forward; the
+    engine then reruns the batch on the exact path (FASTPATH.md §1).
+    """
+
+    def __init__(self, x, pos, seq, valid, first, lengths, width, overflow, capacities):
+        self.x, self.pos, self.seq, self.valid, self.first = x, pos, seq, valid, first
+        self.lengths, self.width, self.overflow, self.capacities = lengths, width, overflow, capacities
+
+    @classmethod
+    def from_input(cls, x, mask, capacities):
+        """The real tokens moved to the front, sequence after sequence (capacity B * n)."""
+        batch, n = mask.shape
+        total = batch * n
+        flat = mask.flatten()
+        first = torch.zeros_like(flat)
+        first[torch.arange(batch, device=x.device) * n + mask.long().argmax(1)] = True
+        target = torch.where(flat, torch.cumsum(flat.long(), 0) - 1, total)
+
+        def move(t, fill=0):
+            return t.new_full((total + 1, *t.shape[1:]), fill).index_copy_(0, target, t)[:total]
+
+        return cls(move(x.reshape(total, -1)), move(torch.arange(total, device=x.device), total),
+                   move(torch.arange(batch, device=x.device).repeat_interleave(n), batch), move(flat),
+                   move(first & flat), mask.sum(1), n, torch.zeros((), dtype=torch.bool, device=x.device),
+                   list(capacities))
+
+    @property
+    def batch(self) -> int:
+        return self.lengths.shape[0]
+
+    def counts(self):
+        return self.lengths
+
+    def flat(self):
+        return self.valid, self.first, self.seq.clamp(max=self.batch - 1)
+
+    def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None):
+        """Attention through a (B, n, D) grid built with static scatters (the sequences' rows are
+        contiguous and in order, so a row's slot is its index minus its sequence's start)."""
+        rows, dim = q.shape
+        batch, n = self.batch, self.width
+        trash = batch * n
+        starts = torch.cumsum(self.lengths, 0) - self.lengths
+        seq = self.seq.clamp(max=batch - 1)
+        slot = torch.arange(rows, device=q.device) - starts.index_select(0, seq)
+        cell = torch.where(self.valid, seq * n + slot, trash)
+        alive = torch.arange(n, device=q.device)[None, :] < self.lengths[:, None]
+
+        def grid(t):
+            return t.new_zeros(trash + 1, dim).index_copy_(0, cell, t)[:trash].view(batch, n, dim)
+
+        qg, kg, vg = (grid(t).view(batch, n, heads, -1).transpose(1, 2) for t in (q, k, v))
+        if kernel is None:
+            ctx, raw = attention.unscored(qg, kg, vg, alive, dropout_p), None
+        else:
+            ctx, raw = attention.scored(kernel, qg, kg, vg, alive, dropout_p)
+        back = cell.clamp(max=trash - 1)
+        ctx = ctx.transpose(1, 2).reshape(trash, dim).index_select(0, back)
+        ctx = torch.where(self.valid[:, None], ctx, 0.0)  # (where, not *: an overflowed row may be NaN)
+        if raw is not None:
+            raw = torch.where(self.valid, raw.reshape(trash).index_select(0, back), 0.0)
+        return ctx, raw
+
+    def remove(self, keep, sink, layer, x, ctx):
+        keep = keep & self.valid
+        sink.drop(torch.where(self.valid & ~keep, self.pos, sink.trash), self.x, layer)
+        room = self.capacities.pop(0)
+        dest = torch.cumsum(keep.long(), 0) - 1
+        fits = keep & (dest < room)
+        overflow = self.overflow | (keep & ~fits).any()
+        target = torch.where(fits, dest, room)
+
+        def move(t, fill=0):
+            buf = t.new_full((room + 1, *t.shape[1:]), fill)
+            return buf.index_copy_(0, target, t)[:room]
+
+        batch = self.batch
+        lengths = torch.zeros(batch + 1, dtype=self.lengths.dtype, device=keep.device).index_add_(
+            0, torch.where(fits, self.seq, batch), torch.ones_like(self.seq))[:batch]
+        state = _Static(None, move(self.pos, sink.trash), move(self.seq, batch), move(fits),
+                        move(self.first & fits), lengths, self.width, overflow, self.capacities)
+        return state, move(x), move(ctx)
+
+    def final(self):
+        return torch.where(self.valid, self.pos, self.batch * self.width), self.x
+
+
+def plan_capacities(fractions, batch: int, n: int, multiple: int = 8) -> list[int]:
+    """Rows kept after each pruning layer: ``fraction * B * n``, rounded up to ``multiple``."""
+    total = batch * n
+    return [min(total, -(-math.ceil(f * total) // multiple) * multiple) for f in fractions]
 
 
 @dataclass
@@ -269,11 +393,30 @@ def fill_padding(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     slot is padding, and this makes a left-padded input give what it gives unpadded. Token-level
     losses ignore padding, so nothing else reads these slots.
     """
-    if bool(mask.all()):
-        return out
-    first = mask.long().argmax(1)
-    firsts = out[torch.arange(out.shape[0], device=out.device), first]
+    batch, n, dim = out.shape  # (no shortcut when nothing is padding: that would read the mask)
+    first = torch.arange(batch, device=out.device) * n + mask.long().argmax(1)
+    firsts = out.reshape(batch * n, dim).index_select(0, first)
     return torch.where(mask[..., None], out, firsts[:, None, :])
+
+
+def host_thresholds(thresholds: torch.Tensor) -> list[float]:
+    """The thresholds as Python floats, read back once per change (not once per forward: on a GPU
+    each read is a host sync). Keyed on the tensor's version counter, which every in-place update
+    (an optimizer step, ``set_thresholds``) bumps."""
+    key = (thresholds._version, thresholds.data_ptr())
+    cached = getattr(thresholds, "_ltp_host", None)
+    if cached is None or cached[0] != key:
+        cached = (key, thresholds.detach().tolist())
+        thresholds._ltp_host = cached
+    return cached[1]
+
+
+def _use_static(config: LTPConfig, hidden_states: torch.Tensor, capture: Capture) -> bool:
+    if config.layout != "packed" or capture.attentions:
+        return False
+    if config.step == "auto":
+        return hidden_states.is_cuda
+    return config.step == "static"
 
 
 def run_encoder(
@@ -289,7 +432,6 @@ def run_encoder(
 ) -> tuple[torch.Tensor, LTPRecords]:
     """Run ``layers`` with pruning; return (B, n, D) restored states and the records."""
     _check_traceable()
-    batch, n, dim = hidden_states.shape
     mask = mask.to(torch.bool)
     lengths = mask.sum(1)
     if bool((lengths == 0).any()):
@@ -297,34 +439,56 @@ def run_encoder(
     capture = capture or Capture()
     if config.mode == "soft" and training:
         return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture)
+    thetas = host_thresholds(thresholds) if config.method == "threshold" else [None] * len(layers)
+    if _use_static(config, hidden_states, capture):
+        out, records, overflow = _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states,
+                                           mask, lengths, training, capture, static=True)
+        if not bool(overflow):  # the one host read of the static path
+            return out, records
+        capture.hidden_states.clear()
+    out, records, _ = _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, mask,
+                                lengths, training, capture, static=False)
+    return out, records
 
+
+def _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, mask, lengths, training,
+              capture, static):
+    """The hard-mode layer loop over one layout; returns (states, records, overflow flag)."""
+    batch, n, dim = hidden_states.shape
     num_layers = len(layers)
-    # attention probabilities are recorded from the padded layout (same numbers, known positions)
-    layout = "padded" if capture.attentions else config.layout
-    state = (_Packed if layout == "packed" else _Padded).from_input(hidden_states, mask)
-    if layout == "packed":
-        auto = config.packed_attention == "auto" and hidden_states.is_cuda
-        state.pad_attention = config.packed_attention == "pad" or auto
+    if static:
+        fractions = config.capacity or [1.0] * num_layers
+        rooms = plan_capacities([f for i, f in enumerate(fractions)  # one per pruning layer
+                                 if pruning.layer_prunes(config, i, thetas[i])], batch, n)
+        state = _Static.from_input(hidden_states, mask, rooms)
+    else:
+        # attention probabilities are recorded from the padded layout (same numbers, known positions)
+        layout = "padded" if capture.attentions else config.layout
+        state = (_Packed if layout == "packed" else _Padded).from_input(hidden_states, mask)
+        if layout == "packed":
+            auto = config.packed_attention == "auto" and hidden_states.is_cuda
+            state.pad_attention = config.packed_attention == "pad" or auto
     tokens_in = torch.zeros(batch, num_layers, dtype=torch.long, device=mask.device)
     tokens_kept = torch.zeros_like(tokens_in)
-    pruned_at = torch.full((batch * n,), num_layers, dtype=torch.long, device=mask.device)
-    pruned_at[~mask.flatten()] = -1
-    saved_pos, saved_x = [], []
-    thetas = thresholds.detach().tolist()
+    sink = _Sink(hidden_states, mask, num_layers)
     full = hidden_states.reshape(batch * n, dim)
     if capture.hidden:
         capture.hidden_states.append(hidden_states)
     for index, layer in enumerate(layers):
         alive_count = state.counts()
         tokens_in[:, index] = alive_count
-        theta = thetas[index] if config.method == "threshold" else None
+        theta = thetas[index]
         prunes = pruning.layer_prunes(config, index, theta)
+        kernel = None
+        if prunes or capture.attentions:
+            width = state.width if not isinstance(state, _Static) else n
+            kernel = attention.choose_kernel(config.score_kernel, width, hidden_states.device, training)
         x = state.x
         dropout = adapter.attention_dropout(layer) if training else 0.0
 
-        def attend(x, state=state, layer=layer, prunes=prunes, dropout=dropout):
+        def attend(x, state=state, layer=layer, kernel=kernel if prunes else None, dropout=dropout):
             record = {"keep_probs": True} if capture.attentions else {}  # (then the layout is padded)
-            return state.attention(*adapter.qkv(layer, x), dims.num_heads, prunes, dropout, **record)
+            return state.attention(*adapter.qkv(layer, x), dims.num_heads, kernel, dropout, **record)
 
         outs = checkpointed(layer, attend, x)
         ctx, raw = outs[0], outs[1]
@@ -335,26 +499,22 @@ def run_encoder(
             scores = pruning.normalize_scores(raw, config, dims.num_heads, alive_count, seq_id)
             keep = pruning.keep_decision(
                 scores, alive, first, seq_id, batch, config=config, layer=index,
-                threshold=theta, n_input=lengths, n_alive=alive_count)
-            pos, gone = state.pruned(keep)
-            if pos.numel():
-                saved_pos.append(pos)
-                saved_x.append(gone)
-                pruned_at[pos] = index
-                state, (x, ctx) = state.select(keep, x, ctx)
+                threshold=thresholds[index].detach() if config.method == "threshold" else None,
+                n_input=lengths, n_alive=alive_count)
+            state, x, ctx = state.remove(keep, sink, index, x, ctx)
         state.x = checkpointed(
             layer, lambda c, h, layer=layer: adapter.feed_forward(layer, adapter.attention_output(layer, c, h)), ctx, x)
         tokens_kept[:, index] = state.counts()
         if capture.hidden:
             pos, x = state.final()
-            full = full.index_copy(0, pos, x)
+            full = torch.cat([full, full.new_zeros(1, dim)]).index_copy(0, pos, x)[:-1] if static \
+                else full.index_copy(0, pos, x)
             capture.hidden_states.append(fill_padding(full.view(batch, n, dim), mask))
     pos, x = state.final()
-    out = hidden_states.new_zeros(batch * n, dim).index_copy(
-        0, torch.cat(saved_pos + [pos]), torch.cat(saved_x + [x]))
-    records = LTPRecords(lengths, tokens_in, tokens_kept, pruned_at.view(batch, n),
-                         dims.hidden, dims.intermediate)
-    return fill_padding(out.view(batch, n, dim), mask), records
+    out, pruned_at = sink.finish(pos, x, (batch, n, dim))
+    records = LTPRecords(lengths, tokens_in, tokens_kept, pruned_at, dims.hidden, dims.intermediate)
+    overflow = state.overflow if static else None
+    return fill_padding(out, mask), records, overflow
 
 
 def _scatter_probs(probs: torch.Tensor, state: "_Padded", batch: int, n: int) -> torch.Tensor:

@@ -124,7 +124,7 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
 
 
 def _check_lengths(config: LTPConfig, num_layers: int) -> None:
-    for name in ("keep_ratios", "keep_lengths"):
+    for name in ("keep_ratios", "keep_lengths", "capacity"):
         values = getattr(config, name)
         if values is not None and len(values) != num_layers:
             raise ConfigError(f"{name} has {len(values)} entries; the model has {num_layers} layers")

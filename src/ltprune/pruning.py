@@ -45,7 +45,7 @@ def normalize_scores(raw: torch.Tensor, config: LTPConfig, num_heads: int, n_ali
                      seq_id: torch.Tensor) -> torch.Tensor:
     """Flat (T,) summed attention -> scores s_i (Eq. 7)."""
     norm = score_normalizer(config, num_heads, n_alive)
-    return raw / (norm if isinstance(norm, float) else norm[seq_id])
+    return raw / (norm if isinstance(norm, float) else norm.index_select(0, seq_id))
 
 
 def importance_scores(probs: torch.Tensor, query_alive: torch.Tensor | None = None) -> torch.Tensor:
@@ -79,7 +79,8 @@ def _rank_in_sequence(scores: torch.Tensor, seq_id: torch.Tensor, num_seqs: int)
     """Rank (0 = highest score) of every token within its own sequence."""
     order = torch.argsort(scores, descending=True, stable=True)
     order = order[torch.argsort(seq_id[order], stable=True)]
-    counts = torch.bincount(seq_id, minlength=num_seqs)
+    counts = torch.zeros(num_seqs, dtype=torch.long, device=seq_id.device).index_add_(
+        0, seq_id, torch.ones_like(seq_id))
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=order.device) - starts[seq_id[order]]
@@ -137,9 +138,8 @@ def keep_decision(
 
 
 def _at_least_one(keep, scores, alive, seq_id, num_seqs):
+    """Rescue each sequence's best token where nothing survived (no host read: always computed)."""
     kept = torch.zeros(num_seqs, dtype=torch.long, device=keep.device).index_add_(0, seq_id, keep.long())
-    if bool((kept > 0).all()):
-        return keep
     masked = scores.masked_fill(~alive, -math.inf)
     best = torch.full((num_seqs,), -math.inf, device=scores.device).scatter_reduce(
         0, seq_id, masked, reduce="amax")

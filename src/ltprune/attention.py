@@ -1,0 +1,106 @@
+"""Attention over the alive tokens, returning the importance scores' raw column sums with it.
+
+A pruning layer needs, for every key j, ``sum_h sum_{i alive} P_h[i, j]`` (METHOD §1). Two ways:
+
+* ``explicit``: softmax(QK^T) materialised, summed, then multiplied by V. Cheapest for short
+  sequences (the (n, n) tensor is small), and the only way that is differentiable in the scores
+  (the soft stage) or that applies dropout to the probabilities (training).
+* ``lse`` (the "two-call" identity, FASTPATH.md §2): one fused attention that also returns its
+  log-sum-exp per query, lse_i = log sum_j exp(s q_i.k_j); then a second fused call with the
+  roles swapped and -lse_i added to the logits, whose log-sum-exp per key j is
+  log sum_i exp(s q_i.k_j - lse_i) = log sum_i P_ij. The probabilities are never written out;
+  dead queries get -inf and drop out. Pays for long sequences (the cost is one more fused call).
+
+Tensors are (B, H, n, d); ``alive`` is (B, n) and marks the tokens that are both queries and keys.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import pruning
+
+#: Alive length from which the two-call scores beat explicit probabilities on the CPU (measured:
+#: docs/BENCHMARKS.md, "Score kernels"); ``score_kernel="auto"`` picks by it.
+LSE_FROM_LENGTH_CPU = 192
+#: Not measured on a GPU yet (scripts/gpu_check.sh measures it): the same rule until then.
+LSE_FROM_LENGTH_CUDA = 192
+
+
+def choose_kernel(setting: str, length: int, device: torch.device, training: bool) -> str:
+    """``explicit`` or ``lse`` for a layer whose sequences are at most ``length`` long."""
+    if training or setting == "explicit":
+        return "explicit"  # scores differentiable / dropout on the probabilities
+    if setting == "lse":
+        return "lse"
+    limit = LSE_FROM_LENGTH_CUDA if device.type == "cuda" else LSE_FROM_LENGTH_CPU
+    return "lse" if length >= limit else "explicit"
+
+
+def _key_bias(alive: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    if alive is None:
+        return None
+    return torch.zeros(alive.shape, dtype=dtype, device=alive.device).masked_fill(
+        ~alive, float("-inf"))[:, None, None, :]
+
+
+def explicit(q, k, v, alive=None, key_bias=None, dropout_p: float = 0.0, keep_probs: bool = False):
+    """(context, raw scores (B, n)[, probabilities]) with the probabilities materialised."""
+    logits = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if alive is not None:
+        logits = logits + _key_bias(alive, logits.dtype)
+    if key_bias is not None:
+        logits = logits + key_bias[:, None, None, :].to(logits.dtype)
+    probs = logits.softmax(-1)
+    raw = pruning.importance_scores(probs, alive)
+    dropped = F.dropout(probs, dropout_p, training=True) if dropout_p > 0 else probs
+    ctx = torch.matmul(dropped, v)
+    return (ctx, raw, probs) if keep_probs else (ctx, raw)
+
+
+def fused_with_lse(q, k, v, bias=None):
+    """Fused attention that also returns lse (B, H, n): the CPU flash kernel, or CUDA's
+    memory-efficient kernel (fp32-capable)."""
+    if q.is_cuda:
+        out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True)
+        return out, lse[..., : q.shape[-2]].float()
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)
+    return out, lse.float()
+
+
+def column_sums_from_lse(q, k, v, lse, alive=None):
+    """Call 2: raw scores (B, n), sum_h exp(log sum_i P_h[i, j]), from call 1's ``lse``.
+
+    Run in fp32: an lse carried in half precision errs by several percent, enough to flip
+    threshold decisions (FASTPATH.md §2).
+    """
+    shift = -lse
+    if alive is not None:
+        shift = shift.masked_fill(~alive[:, None, :], float("-inf"))  # dead queries do not vote
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    bias = shift[:, :, None, :]  # (B, H, 1, n_queries), broadcast over the keys j
+    if q.is_cuda:
+        bias = bias.expand(-1, -1, k.shape[-2], -1)
+    _, lse2 = fused_with_lse(k32, q32, v32, bias)
+    raw = lse2.exp().sum(1)
+    return raw if alive is None else raw * alive
+
+
+def two_call(q, k, v, alive=None):
+    """(context, raw scores (B, n)) without materialising the probabilities."""
+    ctx, lse = fused_with_lse(q, k, v, _key_bias(alive, q.dtype))
+    return ctx, column_sums_from_lse(q, k, v, lse, alive)
+
+
+def scored(kernel: str, q, k, v, alive=None, dropout_p: float = 0.0):
+    """(context, raw scores) with the chosen kernel."""
+    if kernel == "lse" and dropout_p == 0.0:
+        return two_call(q, k, v, alive)
+    return explicit(q, k, v, alive, dropout_p=dropout_p)
+
+
+def unscored(q, k, v, alive=None, dropout_p: float = 0.0):
+    """Context only (a layer that prunes nothing needs no scores): the fastest fused kernel."""
+    mask = None if alive is None else alive[:, None, None, :]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
