@@ -194,3 +194,63 @@ def test_static_step_has_no_data_dependent_shapes(kernel):
         except Exception:  # noqa: BLE001 - a host read of a traced value also fails the trace
             flagged = ["(could not trace: data-dependent control flow)"]
         assert flagged
+
+
+def test_graph_runner_buckets_pads_and_slices_back():
+    """The runner's logic without CUDA (graphs off): padded to a bucket, same results, sliced back."""
+    from ltprune.fastpath import GraphRunner, _clone, bucket_length
+
+    assert [bucket_length(n, (16, 32)) for n in (1, 16, 17, 40)] == [16, 16, 32, 40]
+    model = ltprune.patch(tiny_model("bert", "qa"), ltprune.LTPConfig(capacity=[1.0, 0.9, 0.8]))
+    ltprune.set_thresholds(model, THRESHOLDS["reference"])
+    ids, mask = random_batch([9, 4, 13], seed=5)
+    direct = _run(model, input_ids=ids, attention_mask=mask)
+    runner = GraphRunner(model, buckets=(8, 24), graphs=False)
+    assert ltprune.get_config(model).step == "static"
+    out = runner(ids, mask)
+    assert out.start_logits.shape == ids.shape and out.ltp.pruned_at.shape == ids.shape
+    assert torch.equal(out.ltp.pruned_at, direct.ltp.pruned_at)
+    real = mask.bool()
+    assert (out.start_logits[real] - direct.start_logits[real]).abs().max() <= 1e-5
+    copy_ = _clone(out)
+    copy_.start_logits.add_(1.0)
+    copy_.ltp.tokens_kept.add_(1)
+    assert not torch.equal(copy_.start_logits, out.start_logits)  # no aliasing
+    assert not torch.equal(copy_.ltp.tokens_kept, out.ltp.tokens_kept)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and varlen kernels need a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_varlen_and_graphs_equal_the_exact_step(dtype):
+    from ltprune.fastpath import GraphRunner
+
+    model = tiny_model("bert").cuda().to(dtype)
+    ids, mask = (t.cuda() for t in random_batch([12, 5, 9, 3, 12, 7], seed=3))
+    ltprune.patch(model, ltprune.LTPConfig(step="exact", score_kernel="explicit"))
+    ltprune.set_thresholds(model, THRESHOLDS["reference"])
+    exact = _run(model, input_ids=ids, attention_mask=mask)
+    ltprune.patch(model, ltprune.get_config(model).replace(step="static", score_kernel="lse"))
+    varlen = _run(model, input_ids=ids, attention_mask=mask)
+    graphed = GraphRunner(model)(ids, mask)
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    for out in (varlen, graphed):
+        agree = (out.ltp.pruned_at == exact.ltp.pruned_at).float().mean().item()
+        assert agree == 1.0 if dtype == torch.float32 else agree >= 0.95
+        assert (out.logits.float() - exact.logits.float()).abs().max() <= tol
+
+
+@pytest.mark.parametrize("kernel", ["explicit", "lse"])
+def test_bfloat16_model_scores_in_fp32(kernel):
+    """Half precision runs every path; scores are summed in fp32. bf16 numerics move some
+    near-threshold decisions, so the agreement with fp32 is a tolerance, not equality."""
+    model = tiny_model("bert", initializer_range=0.2)
+    ids, mask = random_batch([12, 5, 9, 3, 12, 7], seed=3)
+    ltprune.patch(model, ltprune.LTPConfig(score_kernel=kernel))
+    ltprune.set_thresholds(model, THRESHOLDS["reference"])
+    fp32 = _run(model, input_ids=ids, attention_mask=mask)
+    half = _run(model.to(torch.bfloat16), input_ids=ids, attention_mask=mask)
+    assert half.logits.dtype == torch.bfloat16
+    real = mask.bool()
+    agree = (half.ltp.pruned_at == fp32.ltp.pruned_at)[real].float().mean().item()
+    assert agree >= 0.9, agree
+    assert (half.logits.float() - fp32.logits).abs().max() <= 0.1 * fp32.logits.abs().max() + 0.05

@@ -24,8 +24,10 @@ from . import pruning
 #: Alive length from which the two-call scores beat explicit probabilities on the CPU (measured:
 #: docs/BENCHMARKS.md, "Score kernels"); ``score_kernel="auto"`` picks by it.
 LSE_FROM_LENGTH_CPU = 192
-#: Not measured on a GPU yet (scripts/gpu_check.sh measures it): the same rule until then.
-LSE_FROM_LENGTH_CUDA = 192
+#: On CUDA the two-call scores let attention stay padding-free and fused (varlen kernels have no
+#: probabilities to give): used at every length. Not yet measured against explicit on a GPU
+#: (scripts/gpu_check.sh compares them).
+LSE_FROM_LENGTH_CUDA = 0
 
 
 def choose_kernel(setting: str, length: int, device: torch.device, training: bool) -> str:
@@ -104,3 +106,63 @@ def unscored(q, k, v, alive=None, dropout_p: float = 0.0):
     """Context only (a layer that prunes nothing needs no scores): the fastest fused kernel."""
     mask = None if alive is None else alive[:, None, None, :]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+# --------------------------------------------------------------------------------------------
+# Padding-free (varlen) attention over packed rows, CUDA only (FASTPATH.md §3)
+
+
+def varlen_available(t: torch.Tensor) -> bool:
+    """Varlen kernels exist for CUDA tensors (they raise NotImplementedError on the CPU)."""
+    return t.is_cuda
+
+
+def _efficient_varlen(q, k, v, cu, max_len, scale, lse: bool):
+    """fp32-capable memory-efficient kernel: (out (T, H, dv), lse (S, H, ceil(max/32)*32) or None)."""
+    out, logsumexp, *_ = torch.ops.aten._efficient_attention_forward(
+        q[None], k[None], v[None], None, cu, cu, max_len, max_len, 0.0, 0, lse, scale=scale)
+    return out[0], (logsumexp if lse else None)
+
+
+def _lse_per_row(logsumexp, cu, seq, rows: int):
+    """(S, H, M) per-sequence lse -> (T, H) per packed row (row r is slot r - cu[seq] of seq)."""
+    seqs, heads, width = logsumexp.shape
+    slot = torch.arange(rows, device=cu.device) - cu[:-1].index_select(0, seq)
+    flat = logsumexp.permute(0, 2, 1).reshape(seqs * width, heads)
+    return flat.index_select(0, (seq * width + slot).clamp(0, seqs * width - 1))
+
+
+def varlen(q, k, v, lengths, max_len: int, scored_: bool, seq=None):
+    """(context (T, H, d), raw scores (T,) or None) for rows packed sequence after sequence.
+
+    ``lengths`` (B,) on the device, ``max_len`` a static upper bound (so CUDA graphs can capture
+    it), ``seq`` (T,) the sequence of each row (rows past the last sequence are ignored). bf16 /
+    fp16 use flash ``varlen_attn``, fp32 the memory-efficient kernel. Scores: call 2 of the
+    two-call identity in fp32, with -lse_i / s appended to the queries as one more key dimension
+    (the head dimension padded to a multiple of 8 for the kernel).
+    """
+    rows, heads, d = q.shape
+    cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32, device=q.device)
+    cu[1:] = torch.cumsum(lengths, 0)
+    scale = d ** -0.5
+    if q.dtype == torch.float32:
+        ctx, logsumexp = _efficient_varlen(q, k, v, cu, max_len, scale, scored_)
+        lse_rows = _lse_per_row(logsumexp, cu, seq, rows) if scored_ else None
+    else:
+        from torch.nn.attention.varlen import AuxRequest, varlen_attn
+
+        if scored_:
+            ctx, lse = varlen_attn(q, k, v, cu, cu, max_len, max_len, return_aux=AuxRequest(lse=True))
+            lse_rows = lse.transpose(0, 1).float()  # (H, T) -> (T, H)
+        else:
+            ctx, lse_rows = varlen_attn(q, k, v, cu, cu, max_len, max_len), None
+    if not scored_:
+        return ctx, None
+    width = -(-(d + 1) // 8) * 8
+    extra = width - d - 1
+    ones = q.new_ones(rows, heads, 1, dtype=torch.float32)
+    keys2 = torch.cat([q.float(), (-lse_rows / scale)[..., None], ones.new_zeros(rows, heads, extra)], -1)
+    queries2 = torch.cat([k.float(), ones, ones.new_zeros(rows, heads, extra)], -1)
+    _, lse2 = _efficient_varlen(queries2, keys2, ones.new_zeros(rows, heads, 8), cu, max_len, scale, True)
+    raw = _lse_per_row(lse2, cu, seq, rows).exp().sum(-1)
+    return ctx, raw

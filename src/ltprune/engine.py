@@ -44,6 +44,8 @@ class LTPRecords:
     hidden: int
     intermediate: int
     reg_loss: torch.Tensor | None = None
+    #: static step inside a CUDA graph: a device flag, True when the batch must be rerun exactly
+    overflow: torch.Tensor | None = None
 
     @property
     def num_layers(self) -> int:
@@ -199,6 +201,11 @@ class _Packed:
         return torch.ones_like(self.first), self.first, self.seq_id
 
     def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None):
+        if attention.varlen_available(q) and kernel != "explicit" and dropout_p == 0 and self.pad_attention:
+            total, dim = q.shape
+            ctx, raw = attention.varlen(*(t.view(total, heads, -1) for t in (q, k, v)), self.lengths,
+                                        self.width, kernel is not None, self.seq_id)
+            return ctx.reshape(total, dim), raw
         if self.pad_attention and self.lengths.numel() > 1:
             return self._attention_padded(q, k, v, heads, kernel, dropout_p)
         total, dim = q.shape
@@ -298,9 +305,14 @@ class _Static:
         contiguous and in order, so a row's slot is its index minus its sequence's start)."""
         rows, dim = q.shape
         batch, n = self.batch, self.width
+        seq = self.seq.clamp(max=batch - 1)
+        if attention.varlen_available(q) and kernel != "explicit" and dropout_p == 0:
+            ctx, raw = attention.varlen(*(t.view(rows, heads, -1) for t in (q, k, v)), self.lengths, n,
+                                        kernel is not None, seq)
+            ctx = torch.where(self.valid[:, None], ctx.reshape(rows, dim), 0.0)
+            return ctx, (None if raw is None else torch.where(self.valid, raw, 0.0))
         trash = batch * n
         starts = torch.cumsum(self.lengths, 0) - self.lengths
-        seq = self.seq.clamp(max=batch - 1)
         slot = torch.arange(rows, device=q.device) - starts.index_select(0, seq)
         cell = torch.where(self.valid, seq * n + slot, trash)
         alive = torch.arange(n, device=q.device)[None, :] < self.lengths[:, None]
@@ -434,18 +446,23 @@ def run_encoder(
     _check_traceable()
     mask = mask.to(torch.bool)
     lengths = mask.sum(1)
-    if bool((lengths == 0).any()):
-        raise LTPError("an input in the batch has no tokens (its attention_mask is all zeros)")
     capture = capture or Capture()
-    if config.mode == "soft" and training:
-        return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture)
+    training_soft = config.mode == "soft" and training
     thetas = host_thresholds(thresholds) if config.method == "threshold" else [None] * len(layers)
-    if _use_static(config, hidden_states, capture):
+    if not training_soft and _use_static(config, hidden_states, capture):
         out, records, overflow = _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states,
                                            mask, lengths, training, capture, static=True)
-        if not bool(overflow):  # the one host read of the static path
+        bad = overflow | (lengths == 0).any()  # an empty input is found (and refused) by the exact rerun
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            records.overflow = bad  # a CUDA graph being captured: its runner reads the flag after replay
+            return out, records
+        if not bool(bad):  # the one host read of the static path
             return out, records
         capture.hidden_states.clear()
+    if bool((lengths == 0).any()):
+        raise LTPError("an input in the batch has no tokens (its attention_mask is all zeros)")
+    if training_soft:
+        return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture)
     out, records, _ = _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, mask,
                                 lengths, training, capture, static=False)
     return out, records

@@ -229,8 +229,6 @@ def _mask_qa_logits(model, output, records, labels) -> None:
     gone = records.pruned_at < 0
     if not model.training:
         gone = gone | ~records.kept_mask
-    if not bool(gone.any()):
-        return
     for name in ("start_logits", "end_logits"):
         logits = getattr(output, name, None)
         if logits is not None:
