@@ -26,10 +26,17 @@ from .patch import get_config, get_thresholds, patch, set_mode, set_thresholds
 from .timing import time_variants
 
 
+def _as_rows(dataset) -> list[dict]:
+    """A tokenized ``datasets.Dataset`` or a list of dicts as a list of dicts of model inputs."""
+    if isinstance(dataset, list):
+        return dataset
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
+    return [dict(zip(keys, values)) for values in zip(*(dataset[k] for k in keys))]
+
+
 def length_sorted_tensors(dataset, pad_id, batch_size):
     """The split as padded tensor batches of similar length (the baseline wastes no padding)."""
-    rows = [{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names}
-            for i in range(len(dataset))]
+    rows = _as_rows(dataset)
     index = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
     return [collate([rows[i] for i in idx], pad_id) for idx in index]
 
@@ -58,8 +65,9 @@ def bench_batches(data, pad_id, batch_size: int, limit: int | None = None, devic
     if torch.is_tensor(data):
         data = data[:limit] if limit else data
         return to_device(_image_batches(data, batch_size), device), len(data)
-    data = data.select(range(min(len(data), limit))) if limit else data
-    return to_device(length_sorted_tensors(data, pad_id, batch_size), device), len(data)
+    rows = _as_rows(data)
+    rows = rows[:limit] if limit else rows
+    return to_device(length_sorted_tensors(rows, pad_id, batch_size), device), len(rows)
 
 
 def timed_pass(model, batches):
@@ -101,28 +109,55 @@ def calibrate_thresholds(model, batches, target: float, iters: int = 18) -> floa
     return hi
 
 
+def _graphed_pass(runner, batches):
+    """Like ``timed_pass`` through a :class:`~ltprune.fastpath.GraphRunner` (text batches only)."""
+    def run():
+        for batch in batches:
+            runner(**batch)
+    return run
+
+
 def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 64), repeats=5,
-                        max_examples_batch1: int = 128, device=None) -> list[dict]:
+                        max_examples_batch1: int = 128, device=None, graphs: bool = False,
+                        plan_batches=None) -> list[dict]:
     """Fig. 6: sequences/s of the stock model and both LTP layouts, per batch size.
 
     ``dataset``: a tokenized split or a (N, C, H, W) tensor of images (``pad_id`` unused then).
+    With ``graphs`` (CUDA, text), the stock model and the packed LTP model also run through the
+    same CUDA-graph runner, and the graphed LTP model is compared with the graphed stock model,
+    so that no gain is credited to the graphs alone. Where the packed model uses the static step
+    (CUDA), its capacities are planned on ``plan_batches`` re-batched to each batch size.
     """
+    from .engine import STATIC_RERUNS
+    from .fastpath import GraphRunner, plan_capacity
+
     padded = copy.deepcopy(pruned)
     patch(padded, get_config(pruned).replace(layout="padded", mode="hard"))
     packed = pruned
     patch(packed, get_config(pruned).replace(layout="packed", mode="hard"))
+    static = device is not None and torch.device(device).type == "cuda" and get_config(packed).step != "exact"
     rows = []
     for bs in batch_sizes:
         batches, n = bench_batches(dataset, pad_id, bs, max_examples_batch1 if bs == 1 else None, device)
+        if static:
+            plan = bench_batches(plan_batches, pad_id, bs, None, device)[0] if plan_batches is not None else batches
+            plan_capacity(packed, plan)
         reduction = flops_reduction(packed, batches)
-        t = time_variants({"unpruned": timed_pass(stock, batches), "padded": timed_pass(padded, batches),
-                           "packed": timed_pass(packed, batches)}, repeats=repeats)
-        row = {"batch_size": bs, "num_sequences": n, "flops_reduction": reduction}
-        for name in ("unpruned", "padded", "packed"):
+        variants = {"unpruned": timed_pass(stock, batches), "padded": timed_pass(padded, batches),
+                    "packed": timed_pass(packed, batches)}
+        if graphs:
+            variants["unpruned+graphs"] = _graphed_pass(GraphRunner(stock), batches)
+            variants["packed+graphs"] = _graphed_pass(GraphRunner(packed), batches)
+        reruns = STATIC_RERUNS[0]
+        t = time_variants(variants, repeats=repeats)
+        row = {"batch_size": bs, "num_sequences": n, "flops_reduction": reduction,
+               "static_reruns": STATIC_RERUNS[0] - reruns if static else None}
+        for name in variants:
             row[name] = {"sequences_per_s": n / t[name]["median"], "median_s": t[name]["median"],
                          "min_s": t[name]["min"], "max_s": t[name]["max"]}
-            if name != "unpruned":
-                speedup = t["unpruned"]["median"] / t[name]["median"]
+            base = "unpruned+graphs" if name.endswith("+graphs") else "unpruned"
+            if not name.startswith("unpruned"):
+                speedup = t[base]["median"] / t[name]["median"]
                 row[name]["speedup"] = speedup
                 row[name]["realised_over_theoretical"] = speedup / reduction
         rows.append(row)
@@ -199,8 +234,12 @@ def overhead_at_zero_pruning(stock, pruned, dataset, pad_id, batch_sizes=(1, 32)
 
 
 def probability_cost(hidden=768, heads=12, batch=32, lengths=(64, 128, 256, 512), repeats=7) -> list[dict]:
-    """Extra cost of materialising attention probabilities (for the scores) vs fused sdpa,
-    as a fraction of one full encoder layer's time at that length."""
+    """Extra cost of the scores over fused sdpa, as a fraction of one full encoder layer's time at
+    that length: explicit probabilities (written out, summed, multiplied by V) and the two-call
+    identity (two fused calls, probabilities never written out), and which one the engine picks
+    (``score_kernel="auto"``)."""
+    from . import attention
+
     rows = []
     gen = torch.Generator().manual_seed(0)
     dh = hidden // heads
@@ -216,20 +255,28 @@ def probability_cost(hidden=768, heads=12, batch=32, lengths=(64, 128, 256, 512)
 
         def explicit():
             with torch.no_grad():
-                p = (q @ k.transpose(-1, -2) * dh ** -0.5).softmax(-1)
-                p.sum(dim=(1, 2))
-                p @ v
+                attention.explicit(q, k, v)
+
+        def two_call():
+            with torch.no_grad():
+                attention.two_call(q, k, v)
 
         def dense():
             with torch.no_grad():
                 proj(x)
                 ffn(x)
 
-        t = time_variants({"sdpa": sdpa, "explicit": explicit, "dense": dense}, repeats=repeats)
+        t = time_variants({"sdpa": sdpa, "explicit": explicit, "two_call": two_call, "dense": dense},
+                          repeats=repeats)
         layer = t["dense"]["median"] + t["sdpa"]["median"]
-        rows.append({"n": n, "extra_fraction_of_layer": (t["explicit"]["median"] - t["sdpa"]["median"]) / layer,
+        extra = {name: (t[name]["median"] - t["sdpa"]["median"]) / layer for name in ("explicit", "two_call")}
+        chosen = attention.choose_kernel("auto", n, torch.device("cpu"), training=False)
+        rows.append({"n": n, "extra_fraction_of_layer": extra["explicit"],
+                     "two_call_extra_fraction_of_layer": extra["two_call"],
+                     "auto_kernel": chosen,
+                     "auto_extra_fraction_of_layer": extra["two_call" if chosen == "lse" else "explicit"],
                      "sdpa_ms": t["sdpa"]["median"] * 1e3, "explicit_ms": t["explicit"]["median"] * 1e3,
-                     "layer_ms": layer * 1e3})
+                     "two_call_ms": t["two_call"]["median"] * 1e3, "layer_ms": layer * 1e3})
     return rows
 
 
@@ -292,6 +339,7 @@ IMAGE_CONFIGS = {
     "vit-base": dict(image_size=224, patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12,
                      num_attention_heads=12, intermediate_size=3072, num_labels=1000, initializer_range=0.2),
 }
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NUM_IMAGES = 128
 CALIBRATION_IMAGES = 32  # calibration runs ~18 passes: a subset keeps base-size ViT affordable on CPU
 
@@ -337,9 +385,12 @@ def _bench_models(model_path, config_name: str, target: float, batches_for_calib
 
 def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", configs=("minilm",),
               batch_sizes=(1, 8, 32, 64), target=0.5, repeats=5, max_examples=None, threads=2,
-              parts=("throughput", "decision", "overhead", "probs"), device=None) -> dict:
+              parts=("throughput", "decision", "overhead", "probs"), device=None, dtypes=("fp32",),
+              graphs: bool = False) -> dict:
     """``device``: where the throughput and overhead parts run (default CPU); the decision and
-    probability micro-benchmarks and int8 (CPU kernels) stay on the CPU."""
+    probability micro-benchmarks and int8 (CPU kernels) stay on the CPU. ``dtypes``: fp32, bf16,
+    fp16 (thresholds calibrated in fp32, then the models converted). ``graphs``: also time stock
+    and LTP through the same CUDA-graph runner (CUDA only)."""
     from .data import load_task, tokenize_task
     from .resources import offline_model_dir
     from .training import load_tokenizer
@@ -359,6 +410,11 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
             raise ConfigError(f"--device {device}: CUDA is not available on this machine")
         if device.type != "cpu" and "int8" in parts:
             raise ConfigError("--parts int8 runs on the CPU only: leave --device out")
+    unknown_dtypes = [d for d in dtypes if d not in DTYPES]
+    if unknown_dtypes:
+        raise ConfigError(f"unknown dtype {unknown_dtypes[0]!r}; choose from {', '.join(DTYPES)}")
+    if graphs and (device is None or device.type != "cuda"):
+        raise ConfigError("--graphs needs --device cuda (CUDA graphs)")
     results = {"environment": environment(device), "throughput": {}, "models": {}}
     dev = tokenizer = calibration = None
     if model_path or "int8" in parts or any(n not in IMAGE_CONFIGS for n in names):
@@ -387,10 +443,17 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
                                    "inputs": inputs, "calibrated_final_threshold": ramp,
                                    "thresholds": get_thresholds(pruned).tolist()}
         if "throughput" in parts:
-            print(f"[bench] throughput vs batch size: {name}", flush=True)
-            results["throughput"][name] = throughput_vs_batch(
-                stock, pruned, data, pad_id, batch_sizes,
-                repeats=repeats if not base_size else max(3, repeats // 2), device=device)
+            for dtype in dtypes:
+                key = name if dtype == "fp32" else f"{name}-{dtype}"
+                print(f"[bench] throughput vs batch size: {key}", flush=True)
+                results["models"][key] = results["models"][name]
+                results["throughput"][key] = throughput_vs_batch(
+                    stock.to(DTYPES[dtype]), pruned.to(DTYPES[dtype]), data, pad_id, batch_sizes,
+                    repeats=repeats if not base_size else max(3, repeats // 2), device=device,
+                    graphs=graphs and name not in IMAGE_CONFIGS,
+                    plan_batches=dev.select(range(min(len(dev), 256))) if dev is not None and name not in IMAGE_CONFIGS
+                    else None)
+            stock, pruned = stock.float(), pruned.float()
         if "overhead" in parts and not base_size:
             print(f"[bench] overhead at zero pruning: {name}", flush=True)
             # six variants: fewer repeats keep the default run within ten minutes
@@ -436,6 +499,16 @@ def markdown(results: dict) -> str:
                        f"{r['padded']['realised_over_theoretical']:.2f} | {r['packed']['sequences_per_s']:.1f} | "
                        f"{r['packed']['speedup']:.2f}x | {r['packed']['realised_over_theoretical']:.2f} |")
         out.append("")
+        if rows and "packed+graphs" in rows[0]:
+            out.append("With CUDA graphs (both through the same runner; speed-up against the graphed stock model):\n")
+            out.append("| batch | stock+graphs seq/s | packed+graphs seq/s | speed-up | realised/theoretical | static reruns |")
+            out.append("|---|---|---|---|---|---|")
+            for r in rows:
+                g = r["packed+graphs"]
+                out.append(f"| {r['batch_size']} | {r['unpruned+graphs']['sequences_per_s']:.1f} | "
+                           f"{g['sequences_per_s']:.1f} | {g['speedup']:.2f}x | {g['realised_over_theoretical']:.2f} | "
+                           f"{r.get('static_reruns')} |")
+            out.append("")
     if results.get("overhead"):
         out.append("### Overhead at zero pruning (time / stock sdpa time)\n")
         keys = [k for k in results["overhead"][0] if k != "batch_size"]
@@ -467,11 +540,14 @@ def markdown(results: dict) -> str:
                        f"{r['with_gather_ratio']:.2f}x |")
         out.append("")
     if results.get("probability_cost"):
-        out.append("### Cost of the attention probabilities (BERT-base layer, batch 32)\n")
-        out.append("| n | fused sdpa ms | explicit softmax + scores ms | layer ms | extra, share of a layer |")
-        out.append("|---|---|---|---|---|")
+        out.append("### Cost of the scores (BERT-base layer, batch 32)\n")
+        out.append("| n | fused sdpa ms | explicit + scores ms | two-call ms | layer ms | explicit extra, share of a layer "
+                   "| two-call extra | engine picks | its extra |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         for r in results["probability_cost"]:
-            out.append(f"| {r['n']} | {r['sdpa_ms']:.2f} | {r['explicit_ms']:.2f} | {r['layer_ms']:.2f} | "
-                       f"{r['extra_fraction_of_layer']:.1%} |")
+            out.append(f"| {r['n']} | {r['sdpa_ms']:.2f} | {r['explicit_ms']:.2f} | {r.get('two_call_ms', float('nan')):.2f} | "
+                       f"{r['layer_ms']:.2f} | {r['extra_fraction_of_layer']:.1%} | "
+                       f"{r.get('two_call_extra_fraction_of_layer', float('nan')):.1%} | {r.get('auto_kernel', '')} | "
+                       f"{r.get('auto_extra_fraction_of_layer', r['extra_fraction_of_layer']):.1%} |")
         out.append("")
     return "\n".join(out)

@@ -113,7 +113,7 @@ def cmd_bench(a) -> int:
                         configs=tuple(c.strip() for c in a.configs.split(",")),
                         batch_sizes=tuple(int(b) for b in a.batch_sizes.split(",")), target=a.target_flops,
                         repeats=a.repeats, max_examples=a.max_examples, threads=a.threads, parts=parts,
-                        device=a.device)
+                        device=a.device, dtypes=tuple(d.strip() for d in a.dtypes.split(",")), graphs=a.graphs)
     print(markdown(results))
     print(f"wrote {Path(a.output_dir) / 'bench.json'} and bench.png")
     return 0
@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", default="throughput,decision,overhead,probs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", help="run the throughput and overhead parts here (e.g. cuda; default: the CPU)")
+    p.add_argument("--dtypes", default="fp32", help="comma list of fp32, bf16, fp16 for the throughput part")
+    p.add_argument("--graphs", action="store_true",
+                   help="also time stock and LTP through the same CUDA-graph runner (needs --device cuda)")
     p.set_defaults(func=cmd_bench)
 
     from .experiments import register as register_experiments

@@ -411,6 +411,11 @@ def fill_padding(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask[..., None], out, firsts[:, None, :])
 
 
+#: How many static-step batches overflowed their planned capacity and were rerun exactly
+#: (diagnostics for benchmarks; ``ltprune bench`` reports it).
+STATIC_RERUNS = [0]
+
+
 def host_thresholds(thresholds: torch.Tensor) -> list[float]:
     """The thresholds as Python floats, read back once per change (not once per forward: on a GPU
     each read is a host sync). Keyed on the tensor's version counter, which every in-place update
@@ -458,6 +463,7 @@ def run_encoder(
             return out, records
         if not bool(bad):  # the one host read of the static path
             return out, records
+        STATIC_RERUNS[0] += 1
         capture.hidden_states.clear()
     if bool((lengths == 0).any()):
         raise LTPError("an input in the batch has no tokens (its attention_mask is all zeros)")
