@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -275,7 +276,10 @@ def _finish(parser) -> None:
             p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=OPTION_HELP["verbose"])
         for action in p._actions:
             if action.help is None:
-                action.help = OPTION_HELP.get(action.dest) or _stage_help(action.dest)
+                text = OPTION_HELP.get(action.dest) or _stage_help(action.dest)
+                if text and action.default not in (None, False, argparse.SUPPRESS):
+                    text = re.sub(r"\s*\(default: [^)]*\)", "", text)  # this command has its own default
+                action.help = text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,11 +421,15 @@ def _quiet_libraries(verbose: bool) -> None:
             sys.modules["transformers"].logging.set_verbosity_error()
         else:
             os.environ["TRANSFORMERS_VERBOSITY"] = "error"
-    if not interactive:
+    if not interactive:  # transformers' "Loading weights" bar follows the hub's setting
         os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         if "datasets" in sys.modules:
             sys.modules["datasets"].disable_progress_bars()
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+        if "huggingface_hub" in sys.modules:
+            sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 def _flush_before_error() -> None:

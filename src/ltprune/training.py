@@ -91,10 +91,11 @@ class StageProgress(ProgressCallback):
     event. Either way a log is one line of numbers (``stage soft: step 10/40 loss 0.6931 ...``),
     not Trainer's dict of strings. Only the main process prints."""
 
-    def __init__(self, stage: str, bars: bool):
+    def __init__(self, stage: str, bars: bool, keeps_best: bool = False):
         super().__init__()
         self.stage = stage
         self.bars = bars
+        self.keeps_best = keeps_best
 
     def _say(self, text: str) -> None:
         line = f"stage {self.stage}: {text}"
@@ -128,31 +129,44 @@ class StageProgress(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            self._say(f"step {state.global_step}/{state.max_steps} {format_logs(logs)}")
+            self._say(format_logs(logs, state.global_step, state.max_steps))
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            best = f" (best dev checkpoint: {Path(state.best_model_checkpoint).name})" \
-                if state.best_model_checkpoint else ""
+            best = f" (final/ is the best dev checkpoint, {Path(state.best_model_checkpoint).name})" \
+                if self.keeps_best and state.best_model_checkpoint else ""
             self._say(f"done at step {state.global_step}{best}")
             if self.training_bar is not None:
                 self.training_bar.close()
                 self.training_bar = None
 
 
-def format_logs(logs: dict) -> str:
-    """``loss 0.6931 eval_accuracy 0.5000 thresholds [0.001, 0.01]``: numbers, not strings."""
-    parts = []
-    for key, value in logs.items():
-        if key == "total_flos":
-            continue
+_SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
+
+
+def format_logs(logs: dict, step: int = 0, max_steps: int = 0) -> str:
+    """One line of numbers for a Trainer log (not its dict of strings): a training step
+    (``step 10/40 loss 0.6931 learning_rate 2e-05 ...``), an evaluation (``eval at step 10:
+    accuracy 0.5000 ...``) or the end of training (``trained: train_loss 0.69 in 12.3 s``)."""
+    def number(value) -> str:
         if isinstance(value, float):
-            parts.append(f"{key} {value:.4g}")
-        elif isinstance(value, (list, tuple)):
-            parts.append(f"{key} [{', '.join(f'{v:.4g}' if isinstance(v, float) else str(v) for v in value)}]")
-        else:
-            parts.append(f"{key} {value}")
-    return " ".join(parts)
+            return f"{value:.4g}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(number(v) for v in value) + "]"
+        return str(value)
+
+    if any(key.startswith("eval_") for key in logs):
+        items = {k[len("eval_"):]: v for k, v in logs.items() if k.startswith("eval_")}
+        head = f"eval at step {step}:"
+    elif "train_runtime" in logs:
+        items = {k: v for k, v in logs.items() if k == "train_loss"}
+        items["seconds"] = logs["train_runtime"]
+        head = f"trained {step} steps:"
+    else:
+        items = dict(logs)
+        head = f"step {step}/{max_steps}"
+    items = {k: v for k, v in items.items() if not k.endswith(_SPEED_KEYS)}
+    return " ".join([head, *(f"{k} {number(v)}" for k, v in items.items())])
 
 
 class ThresholdLogger(TrainerCallback):
@@ -396,7 +410,7 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(StageProgress(stage, bars))
+    trainer.add_callback(StageProgress(stage, bars, keeps_best=stage in KEEP_BEST))
     checkpoint = None
     if resume:
         complete = complete_checkpoints(output_dir)
