@@ -27,7 +27,8 @@ from conftest import save_tiny_classifier, write_reviews_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+       # a PYTHONPATH given to pytest wins (so the tests can run against another checkout's code)
+       "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT / "src")) if p)}
 
 
 def _labels_file(path: Path, labels, kind: str = "csv") -> Path:
