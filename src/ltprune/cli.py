@@ -56,10 +56,6 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     if a.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
-    if a.int8_full_range:
-        from .quantization import check_full_range
-
-        check_full_range()  # before any loading: this CPU's int8 kernels would saturate
     from .data import load_task, tokenize_task
     from .evaluation import evaluate, write_metrics
     from .patch import from_pretrained, set_mode
@@ -101,6 +97,14 @@ def cmd_eval(a) -> int:
                        f"above") from None
     print(f"wrote {path}")
     return 0
+
+
+def check_eval_machine(a) -> None:
+    """What no input can fix comes first: this CPU's int8 kernels would saturate."""
+    if a.int8_full_range:
+        from .quantization import check_full_range
+
+        check_full_range()
 
 
 def cmd_demo(a) -> int:
@@ -325,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-full-range", action="store_true",
                    help="the int8 export with full 8-bit activations (needs an AVX512-VNNI CPU)")
     add_data_options(p)
-    p.set_defaults(func=cmd_eval, model_kind="checkpoint folder")
+    p.set_defaults(func=cmd_eval, model_kind="checkpoint folder", machine_check=check_eval_machine)
 
     p = sub.add_parser("demo", help="the offline demo: MiniLM-L6 + Rotten Tomatoes, baseline vs LTP",
                        description="Fine-tune the offline model on Rotten Tomatoes, run soft + hard LTP, "
@@ -389,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def preflight(a) -> None:
     """What every command shares, checked before it imports anything heavy: output paths,
-    thread counts, sizes and the model path."""
+    thread counts, sizes and the model path (after a command's ``machine_check``, if any)."""
+    if getattr(a, "machine_check", None):
+        a.machine_check(a)
     for option, attr in (("--output-dir", "output_dir"),):
         if getattr(a, attr, None):
             check_output_dir(getattr(a, attr), option)
