@@ -147,7 +147,8 @@ _SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "total_flos"
 def format_logs(logs: dict, step: int = 0, max_steps: int = 0) -> str:
     """One line of numbers for a Trainer log (not its dict of strings): a training step
     (``step 10/40 loss 0.6931 learning_rate 2e-05 ...``), an evaluation (``eval at step 10:
-    accuracy 0.5000 ...``) or the end of training (``trained: train_loss 0.69 in 12.3 s``)."""
+    loss 0.6933 accuracy 0.5 ...``) or the end of training (``trained 40 steps: train_loss 0.69
+    seconds 12.3``); timing rates are left out."""
     def number(value) -> str:
         if isinstance(value, float):
             return f"{value:.4g}"
