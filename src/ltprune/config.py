@@ -1,4 +1,7 @@
-"""LTPConfig: everything that defines how a model prunes, saved inside its checkpoint."""
+"""LTPConfig and StageArgs: how a model prunes (saved in its checkpoint) and how a stage trains.
+
+No torch import here: the CLI builds and checks both before any heavy library is loaded.
+"""
 
 from __future__ import annotations
 
@@ -107,3 +110,38 @@ class LTPConfig:
 
     def replace(self, **changes) -> "LTPConfig":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class StageArgs:
+    """Hyperparameters of one stage (paper A.1 defaults: lr 2e-5, batch 64 in the original)."""
+
+    learning_rate: float = 2e-5
+    threshold_lr: float | None = None  # None: the model's learning rate (METHOD §3)
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    weight_decay: float = 0.0
+    warmup: float = 0.0  # steps, or a fraction of all steps when < 1
+    save_steps: int | None = None  # None: save (and evaluate) once per epoch
+    logging_steps: int = 50
+    seed: int = 42
+    max_eval_examples_during_training: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()  # like LTPConfig: nonsense fails where it is written, not after data loading
+
+    def validate(self) -> None:
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.threshold_lr is not None and not self.threshold_lr > 0:
+            raise ConfigError(f"threshold learning rate must be > 0, got {self.threshold_lr}")
+        if self.max_steps <= 0 and not self.epochs > 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} (eval {self.eval_batch_size})")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ConfigError(f"save_steps must be >= 1 (or None: once per epoch), got {self.save_steps}")
+        if self.logging_steps < 1:
+            raise ConfigError(f"logging_steps must be >= 1, got {self.logging_steps}")

@@ -25,6 +25,26 @@ Rows whose text (or text pair) is empty or whitespace-only are **dropped**, with
 from export glitches, so refusing the whole file would be unhelpful. If nothing is left, it is
 a ``DataError``.
 
+**Labels: one rule for every file type.** Each label is read by how it is written:
+
+* *missing* — empty, ``NaN``, ``null``/``None`` (JSON or text), ``NA``, ``n/a`` (any case) — and
+  *infinite* (``inf``, ``-Infinity``...) values and JSON lists/objects are refused with a one-line
+  ``DataError`` naming the file and lines (they would otherwise each become a class);
+* *integers* (``3``, JSON ``3``, ``true``/``false`` as 1/0): classes. ``0..K-1`` are used as
+  they are (named ``"0"``, ``"1"``...); other integers are numbered in sorted order and keep
+  their values as names;
+* *text* (anything else): classes numbered in sorted (code point) order, ``"neg" < "pos"``;
+* *decimals* (written with a point or an exponent: ``0.5``, ``4.0``, ``1e-3``, JSON ``4.0``):
+  a regression target (``num_labels=1``, Pearson/Spearman). Only a column of decimals is a
+  regression.
+
+A column that mixes these kinds (one ``0.5`` among integers, a number among names) is a
+``DataError`` naming the odd rows: one stray value must not turn a classification into a
+regression or add a class. Classes come from the training rows (validation/test labels must
+occur there); a single class is an error; a class with at most 5 training rows and at most 1/20
+of the most frequent class's rows gets a ``UserWarning`` naming it and its first line (a
+misspelt label, usually; it is still trained as a class). Known tasks (GLUE, the movie reviews) have fixed label sets instead.
+
 Splits are made with a keyed hash (BLAKE2b of ``seed``, a salt and the row index) instead of a
 NumPy RNG, so the same seed gives the same split on every machine and every NumPy version.
 """
@@ -40,7 +60,7 @@ import json
 import math
 import re
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -173,9 +193,10 @@ def load_task(
     order of ``train`` and of ``validation``/``test`` respectively (a larger N always contains
     the smaller subset), for quick runs and IMDb subsets.
 
-    Labels of custom data: integers ``0..K-1`` are used as is; other integers or strings are
-    mapped in sorted order to ``0..K-1`` (their original values become ``label_names``); numbers
-    with a fractional part make the task a regression (``num_labels=1``, Pearson/Spearman).
+    Labels of custom data follow the rule in the module docstring: integers ``0..K-1`` are used
+    as is; other integers or strings are mapped in sorted order to ``0..K-1`` (their original
+    values become ``label_names``); a column of decimals is a regression (``num_labels=1``,
+    Pearson/Spearman); missing values and mixed kinds are errors naming the rows.
     """
     for opt, value in (("max_train_examples", max_train_examples),
                        ("max_eval_examples", max_eval_examples)):
@@ -572,7 +593,7 @@ def _load_custom(path: Path, columns: _Columns, seed: int, notes: _Notes):
                 _missing_column(table, col, opt)
         rows[split] = _extract(table, text_col, pair_col, label_col, notes)
 
-    is_regression, label_names, num_labels = _decode_inferred_labels(rows)
+    is_regression, label_names, num_labels = _decode_inferred_labels(rows, label_col, notes)
     if "all" in rows:
         splits = _split_three(rows.pop("all"), seed, stratify=not is_regression)
     else:
@@ -791,12 +812,7 @@ def _extract(table: _Table, text_col: str, pair_col: str | None, label_col: str,
     if not keep:
         raise DataError(f"{table.source} has no rows with non-empty text in column {text_col!r}")
     labels = table.data[label_col]
-    bad = [i for i in keep if _is_missing(labels[i])]
-    if bad:
-        raise DataError(
-            f"{table.source}, line {table.lines[bad[0]]}: empty or NaN label in column "
-            f"{label_col!r} ({len(bad)} such rows); fill in or remove these rows"
-        )
+    _check_labels_usable(table, label_col, keep)
     return _Rows(
         table.source,
         [texts[i] for i in keep],
@@ -867,37 +883,37 @@ def _decode_fixed_labels(rows: _Rows, names: tuple[str, ...]) -> list[int]:
     return out
 
 
-def _decode_inferred_labels(splits: dict[str, _Rows]) -> tuple[bool, tuple[str, ...] | None, int]:
-    """Decide label semantics from the training rows and convert every split in place."""
+def _decode_inferred_labels(splits: dict[str, _Rows], label_col: str,
+                            notes: _Notes) -> tuple[bool, tuple[str, ...] | None, int]:
+    """Decide the task from the labels of every split (the rule in the module docstring) and
+    convert every split in place: regression, integer classes or named classes."""
+    parsed = {split: [_label_kind(v) for v in rows.label] for split, rows in splits.items()}
+    kind = _single_kind(splits, parsed, label_col)
+    if kind == "decimal":  # every label written as a decimal number: a regression target
+        for split, rows in splits.items():
+            rows.label = [float(key) for _, key in parsed[split]]
+        return True, None, 1
     ref_name = "train" if "train" in splits else "all"
     ref = splits[ref_name]
-    parsed = [_to_number(v) for v in ref.label]
-    if all(x is not None for x in parsed):
-        if any(isinstance(x, float) for x in parsed):  # fractional values: a regression target
-            for rows in splits.values():
-                rows.label = _decode_float_labels(rows)
-            return True, None, 1
-        values = sorted(set(parsed))
-        if values == list(range(len(values))):
-            mapping = {v: v for v in values}
-            names = None
-        else:
-            mapping = {v: i for i, v in enumerate(values)}
-            names = tuple(str(v) for v in values)
-        key = _to_number
+    counts = Counter(key for _, key in parsed[ref_name])
+    values = sorted(counts)
+    if len(values) < 2:
+        raise DataError(
+            f"{ref.source}: every label in column {label_col!r} is {ref.label[0]!r}: a classifier needs at "
+            f"least two classes (for a regression target write the values as decimals, e.g. 1.0)"
+        )
+    if kind == "integer" and values == list(range(len(values))):
+        mapping, names = {v: v for v in values}, None
     else:
-        values = sorted({str(v).strip() for v in ref.label})
-        mapping = {v: i for i, v in enumerate(values)}
-        names = tuple(values)
-        key = lambda v: str(v).strip()  # noqa: E731
+        mapping, names = {v: i for i, v in enumerate(values)}, tuple(str(v) for v in values)
+    _warn_rare_classes(ref, parsed[ref_name], counts, notes)
     for split, rows in splits.items():
         out, unseen = [], {}
-        for i, v in enumerate(rows.label):
-            k = key(v)
-            if k in mapping:
-                out.append(mapping[k])
+        for i, (_, key) in enumerate(parsed[split]):
+            if key in mapping:
+                out.append(mapping[key])
             else:
-                unseen.setdefault(repr(v), rows.lines[i])
+                unseen.setdefault(repr(rows.label[i]), rows.lines[i])
         if unseen:
             raise DataError(
                 f"{rows.source}: labels {', '.join(list(unseen)[:5])} do not occur in the training "
@@ -905,6 +921,105 @@ def _decode_inferred_labels(splits: dict[str, _Rows]) -> tuple[bool, tuple[str, 
             )
         rows.label = out
     return False, names, len(values)
+
+
+#: Label values that mean "no label" in a delimited file (compared stripped and lower-cased).
+MISSING_LABELS = ("", "nan", "null", "none", "na", "n/a")
+_INFINITE_LABELS = ("inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][+-]?\d+)?")
+#: A class with at most RARE_CLASS_ROWS training rows and at most 1/RARE_CLASS_FACTOR of the most
+#: frequent class's rows is reported (a misspelt label, usually).
+RARE_CLASS_ROWS = 5
+RARE_CLASS_FACTOR = 20
+
+
+def _label_kind(value) -> tuple[str, Any]:
+    """(kind, key) of one raw label. Kinds: ``missing``, ``infinite``, ``nested`` (a JSON list or
+    object: unusable), ``integer`` (``3``, JSON ``3`` or ``true``), ``decimal`` (written with a
+    point or an exponent: ``0.5``, ``1.0``, ``1e-3``, JSON ``1.0``) and ``text`` (anything else,
+    stripped). Kinds are read from how a value is written, so ``1.0`` is not the class ``1``."""
+    if value is None:
+        return "missing", None
+    if isinstance(value, bool):
+        return "integer", int(value)
+    if isinstance(value, int):
+        return "integer", value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "missing", None
+        return ("infinite", None) if math.isinf(value) else ("decimal", value)
+    if isinstance(value, (list, tuple, dict)):
+        return "nested", None
+    text = str(value).strip()
+    lowered = text.lower()
+    if lowered in MISSING_LABELS:
+        return "missing", None
+    if lowered in _INFINITE_LABELS:
+        return "infinite", None
+    if _INTEGER.fullmatch(text):
+        return "integer", int(text)
+    if _DECIMAL.fullmatch(text):
+        number = float(text)
+        return ("decimal", number) if math.isfinite(number) else ("infinite", None)
+    return "text", text
+
+
+def _where(lines: list[int], limit: int = 5) -> str:
+    shown = ", ".join(map(str, lines[:limit])) + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
+    return f"line {shown}" if len(lines) == 1 else f"lines {shown}"
+
+
+_UNUSABLE = {
+    "missing": "empty or NaN label",
+    "infinite": "infinite label",
+    "nested": "a list or object is not a label",
+}
+
+
+def _check_labels_usable(table: _Table, label_col: str, keep: Sequence[int]) -> None:
+    """Refuse missing (empty, NaN, null, None, NA, n/a), infinite and list/object labels, naming
+    the lines: each would otherwise become a class of its own, or a NaN loss."""
+    labels = table.data[label_col]
+    for kind, what in _UNUSABLE.items():
+        bad = [i for i in keep if _label_kind(labels[i])[0] == kind]
+        if bad:
+            values = ", ".join(dict.fromkeys(repr(labels[i]) for i in bad[:20]))
+            hint = ("; fill in or remove these rows (labels read as missing: empty, "
+                    + ", ".join(w for w in MISSING_LABELS if w) + ", any case)") if kind == "missing" \
+                else "; fix or remove these rows"
+            raise DataError(
+                f"{table.source}, {_where([table.lines[i] for i in bad])}: {what} in column {label_col!r} "
+                f"({len(bad)} such rows): {values}{hint}"
+            )
+
+
+def _single_kind(splits: dict[str, _Rows], parsed: dict[str, list], label_col: str) -> str:
+    """The one kind (integer, decimal or text) of every label; a mix is an error naming the rows
+    of the rarer kinds, because one stray value would otherwise change the whole task."""
+    counts = Counter(kind for values in parsed.values() for kind, _ in values)
+    if len(counts) == 1:
+        return next(iter(counts))
+    main = counts.most_common(1)[0][0]
+    odd = [(rows, i) for split, rows in splits.items() for i, (kind, _) in enumerate(parsed[split]) if kind != main]
+    shown = ", ".join(f"{Path(rows.source).name} line {rows.lines[i]}: {rows.label[i]!r}" for rows, i in odd[:5])
+    more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+    mix = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+    raise DataError(
+        f"label column {label_col!r} mixes kinds of values ({mix}): {shown}{more}; use one kind: integers "
+        f"or names for classes, decimal numbers (e.g. 0.5, 1.0) for a regression target"
+    )
+
+
+def _warn_rare_classes(ref: _Rows, parsed: list, counts: Counter, notes: _Notes) -> None:
+    top, largest = counts.most_common(1)[0]
+    for value, count in counts.items():
+        if count <= RARE_CLASS_ROWS and count * RARE_CLASS_FACTOR <= largest:
+            first = next(ref.lines[i] for i, (_, key) in enumerate(parsed) if key == value)
+            notes.other.append(
+                f"{ref.source}: class {value!r} has only {count} of {len(parsed)} training rows (first at "
+                f"line {first}) while {top!r} has {largest}: a typo? it is trained as a class of its own"
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -304,7 +304,12 @@ def from_pretrained(path, *, mode: str | None = None, **overrides) -> nn.Module:
         raise CheckpointError(
             f"{path}: no LTP config in config.json; for a plain transformers checkpoint use "
             "ltprune.patch(AutoModelFor...from_pretrained(path), LTPConfig())")
-    ltp = LTPConfig.from_dict(raw[CONFIG_KEY])
+    if not isinstance(raw[CONFIG_KEY], dict):
+        raise CheckpointError(f"{config_file}: ltp_config must be an object, got {type(raw[CONFIG_KEY]).__name__}")
+    try:
+        ltp = LTPConfig.from_dict(raw[CONFIG_KEY])
+    except (ConfigError, TypeError) as exc:  # a checkpoint from another ltprune version, or edited by hand
+        raise CheckpointError(f"{config_file}: ltp_config: {exc}") from None
     changes = dict(overrides)
     if mode is not None:
         changes["mode"] = mode

@@ -539,18 +539,11 @@ def bops_for(model: nn.Module, eval_result: dict) -> dict:
 
 
 def add_train_options(group) -> None:
-    """The quantization / distillation options of ``ltprune train`` (an argparse group)."""
-    group.add_argument("--quantize", type=int, metavar="BITS",
-                       help="quantization-aware training: fake-quantize Linear weights to BITS (paper: 8)")
-    group.add_argument("--quantize-activations", type=int, metavar="BITS",
-                       help="also fake-quantize the Linear inputs to BITS (EMA range; default: off)")
-    group.add_argument("--quantize-granularity", choices=["per-channel", "per-tensor"], default="per-channel",
-                       help="one weight scale per output channel (default) or per matrix")
-    group.add_argument("--distill-from", metavar="PATH",
-                       help="teacher: the unpruned full-precision model (fine-tuned checkpoint) to distill from")
-    group.add_argument("--distill-alpha", type=float, default=0.5,
-                       help="loss = (1 - alpha) * task + alpha * (KD logits + embedding MSE)")
-    group.add_argument("--distill-temperature", type=float, default=2.0, help="KD softmax temperature")
+    """The quantization / distillation options of ``ltprune train`` (an argparse group); they
+    live in ``experiments.common`` so that building the CLI does not import torch."""
+    from .experiments.common import add_quantization_options
+
+    add_quantization_options(group)
 
 
 def prepare_quantized_training(model: nn.Module, args) -> tuple[type | None, dict | None]:

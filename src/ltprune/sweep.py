@@ -136,7 +136,7 @@ class _Context:
         ltp = ltp or self.ltp
         # an ltprune checkpoint brings the thresholds it was saved with: start every point alike
         return load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
-                          reset_thresholds=True)
+                          reset_thresholds=True, label_names=self.info.label_names)
 
     def stage(self, model, stage: str, run_dir: Path, args_name: str | None = None):
         """Run one stage unless it already finished (then load its result); returns the model."""
@@ -461,7 +461,8 @@ def register(subparsers) -> None:
         g.add_argument(f"--{stage}-lr", type=float)
         g.add_argument(f"--{stage}-max-steps", type=int)
     g.add_argument("--threshold-lr", type=float)
-    g.add_argument("--max-steps", type=int, default=-1, help="stop each stage after this many steps")
+    g.add_argument("--max-steps", type=int, default=-1,
+                   help="stop each stage after this many steps (-1 or 0: train for --epochs)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--eval-batch-size", type=int, default=64)
     g.add_argument("--save-steps", type=int)

@@ -19,11 +19,13 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -33,8 +35,10 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import has_length
 
-from .config import LTPConfig
+from .config import LTPConfig, StageArgs
 from .errors import CheckpointError, ConfigError, LTPError
 from .metrics import compute_metrics
 from .patch import THRESHOLDS, from_pretrained, get_thresholds, is_patched, patch, set_mode
@@ -44,41 +48,6 @@ log = logging.getLogger("ltprune")
 
 STAGES = ("finetune", "soft", "hard")
 DONE = "ltprune_stage.json"
-
-
-@dataclass
-class StageArgs:
-    """Hyperparameters of one stage (paper A.1 defaults: lr 2e-5, batch 64 in the original)."""
-
-    learning_rate: float = 2e-5
-    threshold_lr: float | None = None  # None: the model's learning rate (METHOD §3)
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    weight_decay: float = 0.0
-    warmup: float = 0.0  # steps, or a fraction of all steps when < 1
-    save_steps: int | None = None  # None: save (and evaluate) once per epoch
-    logging_steps: int = 50
-    seed: int = 42
-    max_eval_examples_during_training: int | None = None
-
-    def __post_init__(self) -> None:
-        self.validate()  # like LTPConfig: nonsense fails where it is written, not after data loading
-
-    def validate(self) -> None:
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning rate must be > 0, got {self.learning_rate}")
-        if self.threshold_lr is not None and not self.threshold_lr > 0:
-            raise ConfigError(f"threshold learning rate must be > 0, got {self.threshold_lr}")
-        if self.max_steps <= 0 and not self.epochs > 0:
-            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} (eval {self.eval_batch_size})")
-        if self.save_steps is not None and self.save_steps < 1:
-            raise ConfigError(f"save_steps must be >= 1 (or None: once per epoch), got {self.save_steps}")
-        if self.logging_steps < 1:
-            raise ConfigError(f"logging_steps must be >= 1, got {self.logging_steps}")
 
 
 class LTPTrainer(Trainer):
@@ -114,6 +83,93 @@ class LTPTrainer(Trainer):
         return self.optimizer
 
 
+class StageProgress(ProgressCallback):
+    """Progress that names its stage and logs read well in a file.
+
+    On a terminal: Trainer's bars, labelled ``stage soft``. Elsewhere (a log file, a pipe): no
+    bars at all (their cursor-up escapes would litter the file) and one plain line per stage
+    event. Either way a log is one line of numbers (``stage soft: step 10/40 loss 0.6931 ...``),
+    not Trainer's dict of strings. Only the main process prints."""
+
+    def __init__(self, stage: str, bars: bool, keeps_best: bool = False):
+        super().__init__()
+        self.stage = stage
+        self.bars = bars
+        self.keeps_best = keeps_best
+
+    def _say(self, text: str) -> None:
+        line = f"stage {self.stage}: {text}"
+        if self.training_bar is not None:
+            self.training_bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        if self.bars:
+            self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, desc=f"stage {self.stage}")
+        self.current_step = 0
+        self._say(f"training, {state.max_steps} steps" + (f" from step {state.global_step}" if state.global_step else ""))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_step_end(args, state, control, **kwargs)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.bars and state.is_world_process_zero and has_length(eval_dataloader):
+            if self.prediction_bar is None:
+                self.prediction_bar = tqdm(total=len(eval_dataloader), leave=False, dynamic_ncols=True,
+                                           desc=f"stage {self.stage} eval")
+            self.prediction_bar.update(1)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._say(f"saved checkpoint-{state.global_step}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self._say(format_logs(logs, state.global_step, state.max_steps))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            best = f" (final/ is the best dev checkpoint, {Path(state.best_model_checkpoint).name})" \
+                if self.keeps_best and state.best_model_checkpoint else ""
+            self._say(f"done at step {state.global_step}{best}")
+            if self.training_bar is not None:
+                self.training_bar.close()
+                self.training_bar = None
+
+
+_SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
+
+
+def format_logs(logs: dict, step: int = 0, max_steps: int = 0) -> str:
+    """One line of numbers for a Trainer log (not its dict of strings): a training step
+    (``step 10/40 loss 0.6931 learning_rate 2e-05 ...``), an evaluation (``eval at step 10:
+    loss 0.6933 accuracy 0.5 ...``) or the end of training (``trained 40 steps: train_loss 0.69
+    seconds 12.3``); timing rates are left out."""
+    def number(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(number(v) for v in value) + "]"
+        return str(value)
+
+    if any(key.startswith("eval_") for key in logs):
+        items = {k[len("eval_"):]: v for k, v in logs.items() if k.startswith("eval_")}
+        head = f"eval at step {step}:"
+    elif "train_runtime" in logs:
+        items = {k: v for k, v in logs.items() if k == "train_loss"}
+        items["seconds"] = logs["train_runtime"]
+        head = f"trained {step} steps:"
+    else:
+        items = dict(logs)
+        head = f"step {step}/{max_steps}"
+    items = {k: v for k, v in items.items() if not k.endswith(_SPEED_KEYS)}
+    return " ".join([head, *(f"{k} {number(v)}" for k, v in items.items())])
+
+
 class ThresholdLogger(TrainerCallback):
     """Puts the current thresholds into the training logs (they are what the soft stage learns)."""
 
@@ -126,15 +182,19 @@ class ThresholdLogger(TrainerCallback):
 
 
 def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTPConfig | None,
-               reset_thresholds: bool = False):
+               reset_thresholds: bool = False, label_names=None):
     """A patched sequence-classification model from an ltprune checkpoint, a fine-tuned or a base
     transformers checkpoint (local path or hub name; a base gets a fresh classification head).
 
     An ltprune checkpoint brings the thresholds it was saved with; ``reset_thresholds`` puts
     them back to the initial schedule of ``ltp.final_threshold`` (what a new soft stage wants).
+    ``label_names`` (the task's, ``TaskInfo.label_names``; numbered ``"0"``, ``"1"``... when None)
+    become the config's ``id2label`` / ``label2id``, so every checkpoint saved from the model, and
+    ``predict``, ``report`` and the pipeline, name the classes as the data did.
     """
     path = Path(name_or_path)
     config_file = path / "config.json"
+    check_model_source(name_or_path)
     if config_file.is_file() and "ltp_config" in json.loads(config_file.read_text()):
         overrides = ltp.to_dict() if ltp is not None else {}
         overrides.pop("mode", None)
@@ -149,16 +209,67 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
             raise CheckpointError(f"{path}: not a model folder (no config.json)")
         try:
             hf_config = AutoConfig.from_pretrained(name_or_path)
-        except OSError as exc:
-            raise CheckpointError(f"cannot load model {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+        except (OSError, ValueError, KeyError) as exc:  # ValueError/KeyError: an unknown model_type
+            raise CheckpointError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None
         kwargs = dict(num_labels=num_labels)
         if is_regression:
             kwargs["problem_type"] = "regression"
         if getattr(hf_config, "num_labels", None) != num_labels:
             kwargs["ignore_mismatched_sizes"] = True
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True, **kwargs)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True, **kwargs)
+        except (OSError, ValueError, RuntimeError) as exc:  # no safetensors, a damaged or mismatched file
+            raise CheckpointError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None
         patch(model, ltp or LTPConfig())
+    if not is_regression:
+        name_labels(model, label_names or [str(i) for i in range(num_labels)])
     return model
+
+
+def name_labels(model, names) -> None:
+    """Write the class names into the model's config (saved with every checkpoint)."""
+    names = [str(n) for n in names]
+    if len(names) != model.config.num_labels:
+        raise ConfigError(f"{len(names)} label names for a {model.config.num_labels}-label head")
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:400]
+
+
+def check_model_source(name_or_path) -> None:
+    """A local model folder that cannot be loaded, found before the data are read and with one
+    line (transformers would raise a traceback from deep inside): no or unreadable
+    ``config.json``, a ``model_type`` this transformers does not know, pickle-only weights
+    (refused: ltprune loads safetensors only), a truncated or corrupt safetensors file."""
+    from transformers import CONFIG_MAPPING
+
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return  # a hub name, or a missing path that load_tokenizer reports
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: not a model folder (no config.json)")
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_file}: unreadable JSON ({exc})") from None
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type not in CONFIG_MAPPING:
+        raise CheckpointError(f"{config_file}: unknown model_type {model_type!r} (this transformers knows e.g. "
+                              f"bert, roberta, distilbert, electra, xlm-roberta, vit)")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        found = f"; found only {', '.join(pickles)}" if pickles else ""
+        raise CheckpointError(f"{path}: no .safetensors weights (ltprune loads safetensors only, never pickles"
+                              f"{found})")
+    broken = [w.name for w in weights if not _safetensors_ok(w)]
+    if broken:
+        raise CheckpointError(f"{path}: cannot load the weights: {', '.join(broken)} is truncated or corrupt")
 
 
 def load_tokenizer(name_or_path: str):
@@ -186,9 +297,10 @@ def load_tokenizer(name_or_path: str):
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoints whose trainer state was written (the last file a save writes) and whose
-    safetensors files are whole, oldest first. A truncated weight file (a disk filled up, a
-    copy cut short) is skipped with a warning, so a resume never starts from broken weights."""
+    """Checkpoints whose trainer state was written (the last file a save writes), whose
+    safetensors files are whole and whose ``torch.save`` files (optimizer, scheduler, RNG state)
+    are whole zip archives, oldest first. A damaged one (a disk filled up, a copy cut short) is
+    skipped with a warning, so a resume never starts from broken weights or optimizer state."""
     found = []
     for path in Path(folder).glob("checkpoint-*"):
         match = re.fullmatch(r"checkpoint-(\d+)", path.name)
@@ -196,11 +308,29 @@ def complete_checkpoints(folder: Path) -> list[Path]:
         if not (match and (path / "trainer_state.json").is_file() and weights):
             continue
         broken = [w.name for w in weights if not _safetensors_ok(w)]
+        broken += [f.name for f in sorted(path.iterdir()) if f.suffix in TORCH_STATE_SUFFIXES and not _zip_ok(f)]
         if broken:
             log.warning("ignoring checkpoint %s: unreadable %s", path, ", ".join(broken))
             continue
         found.append((int(match.group(1)), path))
     return [p for _, p in sorted(found)]
+
+
+#: Files Trainer writes with ``torch.save`` (optimizer.pt, scheduler.pt, rng_state.pth,
+#: training_args.bin...): zip archives, checked without unpickling them.
+TORCH_STATE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def _zip_ok(file: Path) -> bool:
+    """Whether a ``torch.save`` file is a whole zip archive whose every member matches its CRC:
+    a truncated or overwritten optimizer state fails here, not inside ``Trainer`` on resume."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError):
+        return False
 
 
 def _safetensors_ok(file: Path) -> bool:
@@ -239,6 +369,7 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
     get_thresholds(model).requires_grad_(stage == "soft")
     on_gpu = torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    bars = sys.stderr.isatty()  # no bars in a log file: their cursor escapes litter it
     strategy = "steps" if args.save_steps else "epoch"
     training_args = TrainingArguments(
         output_dir=str(output_dir),
@@ -266,7 +397,7 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         ddp_backend="gloo" if distributed and not on_gpu else None,
         ddp_find_unused_parameters=False,
         use_cpu=not on_gpu,
-        disable_tqdm=False,
+        disable_tqdm=not bars,
     )
 
     def metrics_fn(prediction):
@@ -278,6 +409,9 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_fn,
         threshold_lr=args.threshold_lr, callbacks=[ThresholdLogger(model)], **(trainer_kwargs or {}),
     )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StageProgress(stage, bars, keeps_best=stage in KEEP_BEST))
     checkpoint = None
     if resume:
         complete = complete_checkpoints(output_dir)
@@ -323,7 +457,10 @@ def _load_weights(model, folder: Path) -> None:
 
 
 def set_threads(threads: int | None) -> None:
-    """Pin torch's intra-op threads (two processes on two cores must not each take two)."""
+    """Pin torch's intra-op threads (two processes on two cores must not each take two).
+    ``None``: torch's default (under torchrun, the cores shared out among the local ranks)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be an integer >= 1 (or None: torch's default), got {threads!r}")
     if threads:
         torch.set_num_threads(threads)
     elif "LOCAL_WORLD_SIZE" in os.environ:
@@ -343,51 +480,77 @@ __all__ = ["STAGES", "StageArgs", "LTPTrainer", "load_model", "load_tokenizer", 
 
 def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "hard"),
           ltp: LTPConfig | None = None, stage_args: dict | None = None, data_kwargs: dict | None = None,
-          resume: bool = False, max_length: int | None = None, quantization=None) -> dict:
+          resume: bool = False, max_length: int | None = None, quantization=None,
+          overwrite: bool = False) -> dict:
     """The whole recipe: load data and model, run ``stages`` in order, evaluate each on dev.
 
-    Each stage writes ``output_dir/<stage>/final`` (a loadable ltprune checkpoint) and
-    ``output_dir/<stage>/metrics.json``. Returns {stage: dev metrics}. ``quantization``: the
-    options of ``quantization.add_train_options`` (quantization-aware training, distillation).
+    Each stage writes ``output_dir/<stage>/final`` (a loadable ltprune checkpoint; for ``hard``
+    the best dev checkpoint, not the last step) and ``output_dir/<stage>/metrics.json``;
+    ``output_dir/metrics.json`` sums the run up and ``output_dir/ltprune_run.json`` records what
+    it was started with (see ``ltprune.runs``: a folder holding results needs ``resume`` or
+    ``overwrite``, and ``resume`` continues only the same run). Returns {stage: dev metrics}.
+    ``quantization``: the options of ``quantization.add_train_options`` (quantization-aware
+    training, distillation).
     """
+    from contextlib import nullcontext
+
+    from . import runs
+    from .checks import parse_stages
     from .data import load_task, tokenize_task
     from .evaluation import evaluate, write_metrics
     from .patch import write_model_card
 
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
-        raise ConfigError(f"stages must be a non-empty list of {', '.join(STAGES)}; got {list(stages)}")
-    stage_args = stage_args or {}
+    if isinstance(stages, str) or not stages:
+        raise ConfigError(f"stages must be a non-empty list of {', '.join(STAGES)}; got {stages!r}")
+    stages = parse_stages(",".join(stages))
+    stage_args = {stage: (stage_args or {}).get(stage) or StageArgs() for stage in stages}
     output_dir = Path(output_dir)
-    dsd, info = load_task(task, **(data_kwargs or {}))
-    if "validation" not in dsd:
-        raise LTPError(f"task {task!r} has no validation split to evaluate on")
-    tokenizer = load_tokenizer(model_name_or_path)
-    tokenized = tokenize_task(dsd, tokenizer, info, max_length)
-    model = load_model(model_name_or_path, info.num_labels, info.is_regression, ltp,
-                       reset_thresholds="soft" in stages)
-    trainer_cls = trainer_kwargs = None
-    if quantization is not None:
-        from .quantization import prepare_quantized_training
-
-        trainer_cls, trainer_kwargs = prepare_quantized_training(model, quantization)
-    results = {}
-    for stage in stages:
-        args = stage_args.get(stage, StageArgs())
-        eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
-        run_stage(model, tokenizer, tokenized["train"], eval_ds, info, stage, output_dir / stage, args, resume,
-                  trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
-        if stage == "finetune":
-            set_mode(model, "off")
-        result = evaluate(model, tokenized["validation"], info, tokenizer.pad_token_id)
+    record = runs.make_record(task=task, model=model_name_or_path, stages=stages, ltp=ltp, stage_args=stage_args,
+                              data_kwargs=data_kwargs, max_length=max_length, quantization=quantization)
+    main = runs.is_main_process()
+    with runs.RunLock(output_dir) if main else nullcontext():
+        previous = runs.check_folder(output_dir, resume, overwrite)
+        if resume:
+            runs.check_same_run(output_dir, record)
+        check_model_source(model_name_or_path)  # a broken model folder costs no data loading
+        dsd, info = load_task(task, **(data_kwargs or {}))
+        if "validation" not in dsd:
+            raise LTPError(f"task {task!r} has no validation split to evaluate on")
+        record["data_fingerprint"] = runs.data_fingerprint(dsd)
+        if resume:
+            runs.check_same_run(output_dir, record, keys=["data_fingerprint"])
+        tokenizer = load_tokenizer(model_name_or_path)
+        tokenized = tokenize_task(dsd, tokenizer, info, max_length)
+        model = load_model(model_name_or_path, info.num_labels, info.is_regression, ltp,
+                           reset_thresholds="soft" in stages, label_names=info.label_names)
+        trainer_cls = trainer_kwargs = None
         if quantization is not None:
-            from .quantization import bops_for
+            from .quantization import prepare_quantized_training
 
-            result.update(bops_for(model, result))
-        if int(os.environ.get("RANK", "0")) == 0:
-            write_metrics(result, output_dir / stage)
-            write_model_card(model, output_dir / stage / "final", result)
-        results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}
-        log.warning("%s: dev %s %.4f, relative FLOPs %.3f", stage, info.metric, result["metric"],
-                    result["relative_flops"])
+            trainer_cls, trainer_kwargs = prepare_quantized_training(model, quantization)
+        if main:  # everything checked and loaded: only now is an earlier run replaced
+            if overwrite and previous:
+                runs.remove_previous_run(output_dir)
+            runs.write_record(output_dir, record)
+        results = {}
+        for stage in stages:
+            args = stage_args[stage]
+            eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
+            run_stage(model, tokenizer, tokenized["train"], eval_ds, info, stage, output_dir / stage, args, resume,
+                      trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
+            if stage == "finetune":
+                set_mode(model, "off")
+            result = evaluate(model, tokenized["validation"], info, tokenizer.pad_token_id)
+            if quantization is not None:
+                from .quantization import bops_for
+
+                result.update(bops_for(model, result))
+            results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}
+            if main:
+                write_metrics(result, output_dir / stage)
+                write_model_card(model, output_dir / stage / "final", result)
+                runs.update_summary(output_dir, stage, results[stage], task=record["task"],
+                                    model=record["model"], stages=stages)
+            log.warning("stage %s: dev %s %.4f, relative FLOPs %.3f", stage, info.metric, result["metric"],
+                        result["relative_flops"])
     return results

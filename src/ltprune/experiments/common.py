@@ -23,7 +23,9 @@ def add_data_options(p, required: bool = True) -> None:
     g.add_argument("--max-train-examples", type=int)
     g.add_argument("--max-eval-examples", type=int)
     g.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the data splits")
+    g.add_argument("--seed", "--data-seed", dest="seed", type=int, default=0,
+                   help="seed of the data: which rows of a single file go to train / validation / test, and "
+                        "the --max-*-examples subsets (the training seed is --train-seed)")
 
 
 def data_kwargs(a) -> dict:
@@ -34,10 +36,14 @@ def data_kwargs(a) -> dict:
 
 def add_ltp_options(p, with_lambda: bool = True) -> None:
     g = p.add_argument_group("LTP")
-    g.add_argument("--final-threshold", type=float, default=0.01, help="threshold of the last layer (init)")
-    g.add_argument("--temperature", type=float, default=1e-3)
+    g.add_argument("--final-threshold", type=float, default=0.01,
+                   help="threshold of the last layer (initial value; earlier layers start lower)")
+    g.add_argument("--temperature", type=float, default=1e-3,
+                   help="temperature T of the soft stage's mask sigmoid((score - threshold) / T); smaller is "
+                        "closer to hard pruning")
     if with_lambda:
-        g.add_argument("--lambda", dest="lambda_", type=float, default=0.1, help="weight of L_reg")
+        g.add_argument("--lambda", dest="lambda_", type=float, default=0.1,
+                       help="weight of L_reg, the pruning term of the soft stage's loss (more: fewer tokens)")
     g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
     g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
     g.add_argument("--layout", choices=["packed", "padded"], default="packed")
@@ -57,17 +63,37 @@ def add_stage_options(p, stages=STAGE_NAMES, batch_size: int = 32) -> None:
     for stage in stages:
         g.add_argument(f"--{stage}-lr", type=float)
         g.add_argument(f"--{stage}-epochs", type=float)
-    g.add_argument("--max-steps", type=int, default=-1, help="stop each stage after this many steps")
+    g.add_argument("--max-steps", type=int, default=-1,
+                   help="stop each stage after this many steps (-1 or 0: train for --epochs)")
     g.add_argument("--batch-size", type=int, default=batch_size)
     g.add_argument("--eval-batch-size", type=int, default=64)
-    g.add_argument("--save-steps", type=int)
-    g.add_argument("--logging-steps", type=int, default=50)
-    g.add_argument("--train-seed", type=int, default=42)
-    g.add_argument("--threads", type=int, help="torch threads per process")
+    g.add_argument("--save-steps", type=int,
+                   help="save a checkpoint and evaluate on dev every N steps (default: once per epoch)")
+    g.add_argument("--logging-steps", type=int, default=50, help="log loss and thresholds every N steps")
+    g.add_argument("--train-seed", type=int, default=42,
+                   help="seed of the training: the new head's initial weights, dropout and batch order "
+                        "(the data split's seed is --seed)")
+    g.add_argument("--threads", type=int, help="torch threads per process, >= 1 (default: torch's choice)")
+
+
+def add_quantization_options(group) -> None:
+    """The quantization / distillation options of ``ltprune train`` (an argparse group). Here,
+    not in ``ltprune.quantization``, so building the CLI does not import torch."""
+    group.add_argument("--quantize", type=int, metavar="BITS",
+                       help="quantization-aware training: fake-quantize Linear weights to BITS (paper: 8)")
+    group.add_argument("--quantize-activations", type=int, metavar="BITS",
+                       help="also fake-quantize the Linear inputs to BITS (EMA range; default: off)")
+    group.add_argument("--quantize-granularity", choices=["per-channel", "per-tensor"], default="per-channel",
+                       help="one weight scale per output channel or per matrix")
+    group.add_argument("--distill-from", metavar="PATH",
+                       help="teacher: the unpruned full-precision model (fine-tuned checkpoint) to distill from")
+    group.add_argument("--distill-alpha", type=float, default=0.5,
+                       help="loss = (1 - alpha) * task + alpha * (KD logits + embedding MSE)")
+    group.add_argument("--distill-temperature", type=float, default=2.0, help="KD softmax temperature")
 
 
 def stage_args_from_args(a, stages=STAGE_NAMES) -> dict:
-    from ..training import StageArgs
+    from ..config import StageArgs
 
     return {s: StageArgs(learning_rate=getattr(a, f"{s}_lr", None) or a.lr, threshold_lr=a.threshold_lr,
                          epochs=getattr(a, f"{s}_epochs", None) or a.epochs, max_steps=a.max_steps,

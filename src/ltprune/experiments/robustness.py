@@ -107,7 +107,7 @@ class _Run:
         ltp = self.ltp if lambda_ is None else self.ltp.replace(lambda_=float(lambda_), method="threshold",
                                                                  keep_ratios=None, keep_lengths=None)
         return load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
-                          reset_thresholds=True)
+                          reset_thresholds=True, label_names=self.info.label_names)
 
     def stage(self, model, stage: str, run_dir: Path):
         """Run one stage on the short training examples (selected on ~Q2) unless it is done."""
