@@ -23,7 +23,7 @@ from . import pruning
 
 #: Alive length from which the two-call scores beat explicit probabilities on the CPU (measured:
 #: docs/BENCHMARKS.md, "Score kernels"); ``score_kernel="auto"`` picks by it.
-LSE_FROM_LENGTH_CPU = 192
+LSE_FROM_LENGTH_CPU = 256
 #: On CUDA the two-call scores let attention stay padding-free and fused (varlen kernels have no
 #: probabilities to give): used at every length. Not yet measured against explicit on a GPU
 #: (scripts/gpu_check.sh compares them).
@@ -61,30 +61,59 @@ def explicit(q, k, v, alive=None, key_bias=None, dropout_p: float = 0.0, keep_pr
     return (ctx, raw, probs) if keep_probs else (ctx, raw)
 
 
-def fused_with_lse(q, k, v, bias=None):
+def per_sequence(q, k, v, sizes, kernel: str | None, dropout_p: float = 0.0):
+    """Attention of packed rows, one call per sequence: (context (H, T, d), raw scores (T,) or None).
+
+    ``q``, ``k``, ``v`` are (H, T, d), contiguous: every sequence's slice is then a plain strided
+    batch for bmm (splitting the (T, H, d) view instead copied each slice). Short sequences make
+    this loop cheaper than one padded call on the CPU (docs/BENCHMARKS.md).
+    """
+    scale = q.shape[-1] ** -0.5
+    ctxs, raws = [], []
+    for qi, ki, vi in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1)):
+        if kernel == "explicit" or (kernel is not None and dropout_p > 0):
+            logits = torch.bmm(qi, ki.transpose(1, 2))
+            probs = logits.mul_(scale).softmax(-1)
+            raws.append(probs.float().sum((0, 1)))
+            ctxs.append(torch.bmm(F.dropout(probs, dropout_p, training=True) if dropout_p > 0 else probs, vi))
+        elif kernel == "lse":
+            ctx, raw = two_call(qi[None], ki[None], vi[None])
+            ctxs.append(ctx[0])
+            raws.append(raw[0])
+        else:
+            ctxs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p))
+    return torch.cat(ctxs, 1), (torch.cat(raws) if kernel is not None else None)
+
+
+def fused_with_lse(q, k, v, bias=None, scale=None):
     """Fused attention that also returns lse (B, H, n): the CPU flash kernel, or CUDA's
     memory-efficient kernel (fp32-capable)."""
     if q.is_cuda:
-        out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True)
+        out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, scale=scale)
         return out, lse[..., : q.shape[-2]].float()
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias,
+                                                                          scale=scale)
     return out, lse.float()
 
 
 def column_sums_from_lse(q, k, v, lse, alive=None):
     """Call 2: raw scores (B, n), sum_h exp(log sum_i P_h[i, j]), from call 1's ``lse``.
 
-    Run in fp32: an lse carried in half precision errs by several percent, enough to flip
-    threshold decisions (FASTPATH.md §2).
+    The shift -lse_i rides in one more head dimension (keys' = [q_i, -lse_i / s], queries' =
+    [k_j, 1]), not in an attention mask: a masked fused call costs about twice an unmasked one on
+    the CPU (docs/BENCHMARKS.md). Dead queries get -inf there and drop out. Run in fp32: an lse
+    carried in half precision errs by several percent, enough to flip threshold decisions.
     """
-    shift = -lse
+    d = q.shape[-1]
+    scale = d ** -0.5
+    shift = -lse / scale
     if alive is not None:
         shift = shift.masked_fill(~alive[:, None, :], float("-inf"))  # dead queries do not vote
-    q32, k32, v32 = q.float(), k.float(), v.float()
-    bias = shift[:, :, None, :]  # (B, H, 1, n_queries), broadcast over the keys j
-    if q.is_cuda:
-        bias = bias.expand(-1, -1, k.shape[-2], -1)
-    _, lse2 = fused_with_lse(k32, q32, v32, bias)
+    width = -(-(d + 1) // 8) * 8 if q.is_cuda else d + 1  # CUDA kernels want multiples of 8
+    pad = [q.new_zeros(*q.shape[:-1], width - d - 1, dtype=torch.float32)] if width > d + 1 else []
+    keys2 = torch.cat([q.float(), shift[..., None]] + pad, -1)
+    queries2 = torch.cat([k.float(), torch.ones_like(shift)[..., None]] + pad, -1)
+    _, lse2 = fused_with_lse(queries2, keys2, keys2, scale=scale)  # (any values: only lse2 is used)
     raw = lse2.exp().sum(1)
     return raw if alive is None else raw * alive
 

@@ -209,18 +209,9 @@ class _Packed:
         if self.pad_attention and self.lengths.numel() > 1:
             return self._attention_padded(q, k, v, heads, kernel, dropout_p)
         total, dim = q.shape
-        splits = [t.view(total, heads, -1).transpose(0, 1).split(self.sizes, dim=1) for t in (q, k, v)]
-        ctxs, raws = [], []
-        for qi, ki, vi in zip(*splits):
-            qi, ki, vi = qi[None], ki[None], vi[None]
-            if kernel is not None:
-                ctx, raw = attention.scored(kernel, qi, ki, vi, None, dropout_p)
-                raws.append(raw[0])
-            else:
-                ctx = attention.unscored(qi, ki, vi, None, dropout_p)
-            ctxs.append(ctx[0])
-        ctx = torch.cat(ctxs, dim=1).transpose(0, 1).reshape(total, dim)
-        return ctx, (torch.cat(raws) if kernel is not None else None)
+        qh, kh, vh = (t.view(total, heads, -1).transpose(0, 1).contiguous() for t in (q, k, v))
+        ctx, raw = attention.per_sequence(qh, kh, vh, self.sizes, kernel, dropout_p)
+        return ctx.transpose(0, 1).reshape(total, dim), raw
 
     def _attention_padded(self, q, k, v, heads, kernel, dropout_p):
         """Attention of a packed batch through one padded call: only attention sees padding."""
