@@ -21,23 +21,29 @@ import torch.nn.functional as F
 
 from . import pruning
 
-#: Alive length from which the two-call scores beat explicit probabilities on the CPU (measured:
+#: Alive length from which the two-call scores beat explicit probabilities on the CPU (measured for
+#: one sequence, 12 heads of 32 and of 64 dims: explicit wins to 192, the two trade places with the
+#: head size from 256 to 384, the two-call wins by 20-35% at 512;
 #: docs/BENCHMARKS.md, "Score kernels"); ``score_kernel="auto"`` picks by it.
-LSE_FROM_LENGTH_CPU = 256
+LSE_FROM_LENGTH_CPU = 448
 #: On CUDA the two-call scores let attention stay padding-free and fused (varlen kernels have no
 #: probabilities to give): used at every length. Not yet measured against explicit on a GPU
 #: (scripts/gpu_check.sh compares them).
 LSE_FROM_LENGTH_CUDA = 0
 
 
-def choose_kernel(setting: str, length: int, device: torch.device, training: bool) -> str:
-    """``explicit`` or ``lse`` for a layer whose sequences are at most ``length`` long."""
-    if training or setting == "explicit":
-        return "explicit"  # scores differentiable / dropout on the probabilities
-    if setting == "lse":
-        return "lse"
-    limit = LSE_FROM_LENGTH_CUDA if device.type == "cuda" else LSE_FROM_LENGTH_CPU
-    return "lse" if length >= limit else "explicit"
+def choose_kernel(setting: str, length: int, device: torch.device, masked: bool = False) -> str:
+    """``explicit`` or ``lse`` for attention over sequences of at most ``length`` tokens.
+
+    ``setting`` is ``LTPConfig.score_kernel``. ``"auto"`` on the CPU: explicit below
+    :data:`LSE_FROM_LENGTH_CPU`, and explicit whenever the fused call would need a key mask
+    (padded layouts), which makes the CPU flash kernel about twice as slow; on CUDA: the two-call
+    identity (varlen kernels have no probabilities to give)."""
+    if setting in ("explicit", "lse"):
+        return setting
+    if device.type == "cuda":
+        return "lse" if length >= LSE_FROM_LENGTH_CUDA else "explicit"
+    return "lse" if length >= LSE_FROM_LENGTH_CPU and not masked else "explicit"
 
 
 def _key_bias(alive: torch.Tensor | None, dtype) -> torch.Tensor | None:
@@ -71,17 +77,20 @@ def per_sequence(q, k, v, sizes, kernel: str | None, dropout_p: float = 0.0):
     scale = q.shape[-1] ** -0.5
     ctxs, raws = [], []
     for qi, ki, vi in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1)):
-        if kernel == "explicit" or (kernel is not None and dropout_p > 0):
+        chosen = None if kernel is None else choose_kernel(kernel, qi.shape[1], q.device)  # by its own length
+        if chosen == "explicit" or (chosen is not None and dropout_p > 0):
             logits = torch.bmm(qi, ki.transpose(1, 2))
             probs = logits.mul_(scale).softmax(-1)
             raws.append(probs.float().sum((0, 1)))
             ctxs.append(torch.bmm(F.dropout(probs, dropout_p, training=True) if dropout_p > 0 else probs, vi))
-        elif kernel == "lse":
+        elif chosen == "lse":
             ctx, raw = two_call(qi[None], ki[None], vi[None])
             ctxs.append(ctx[0])
             raws.append(raw[0])
-        else:
+        elif q.is_cuda or dropout_p > 0:
             ctxs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p))
+        else:  # the CPU's fused kernel costs more than plain bmm-softmax-bmm on one short sequence
+            ctxs.append(torch.bmm(torch.bmm(qi, ki.transpose(1, 2)).mul_(scale).softmax(-1), vi))
     return torch.cat(ctxs, 1), (torch.cat(raws) if kernel is not None else None)
 
 
@@ -124,9 +133,9 @@ def two_call(q, k, v, alive=None):
     return ctx, column_sums_from_lse(q, k, v, lse, alive)
 
 
-def scored(kernel: str, q, k, v, alive=None, dropout_p: float = 0.0):
-    """(context, raw scores) with the chosen kernel."""
-    if kernel == "lse" and dropout_p == 0.0:
+def scored(setting: str, q, k, v, alive=None, dropout_p: float = 0.0):
+    """(context, raw scores) with the kernel ``setting`` resolves to for these shapes."""
+    if dropout_p == 0.0 and choose_kernel(setting, q.shape[-2], q.device, masked=alive is not None) == "lse":
         return two_call(q, k, v, alive)
     return explicit(q, k, v, alive, dropout_p=dropout_p)
 

@@ -272,7 +272,7 @@ def probability_cost(hidden=768, heads=12, batch=32, lengths=(64, 128, 256, 512)
                           repeats=repeats)
         layer = t["dense"]["median"] + t["sdpa"]["median"]
         extra = {name: (t[name]["median"] - t["sdpa"]["median"]) / layer for name in ("explicit", "two_call")}
-        chosen = attention.choose_kernel("auto", n, torch.device("cpu"), training=False)
+        chosen = attention.choose_kernel("auto", n, torch.device("cpu"))
         rows.append({"n": n, "extra_fraction_of_layer": extra["explicit"],
                      "two_call_extra_fraction_of_layer": extra["two_call"],
                      "auto_kernel": chosen,

@@ -126,7 +126,7 @@ class _Padded:
     def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None, keep_probs=False):
         """(context, flat raw scores or None[, probabilities when ``keep_probs``]).
 
-        ``kernel``: None (no scores needed: fused sdpa), ``explicit`` or ``lse``."""
+        ``kernel``: None (no scores needed: fused sdpa) or a ``score_kernel`` setting."""
         batch, n, dim = q.shape
         q, k, v = (t.view(batch, n, heads, -1).transpose(1, 2) for t in (q, k, v))
         alive = None if bool(self.alive.all()) else self.alive
@@ -493,10 +493,8 @@ def _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, 
         tokens_in[:, index] = alive_count
         theta = thetas[index]
         prunes = pruning.layer_prunes(config, index, theta)
-        kernel = None
-        if prunes or capture.attentions:
-            width = state.width if not isinstance(state, _Static) else n
-            kernel = attention.choose_kernel(config.score_kernel, width, hidden_states.device, training)
+        # the score kernel setting; each layout resolves "auto" for its shapes (attention.py)
+        kernel = "explicit" if training else config.score_kernel
         x = state.x
         dropout = adapter.attention_dropout(layer) if training else 0.0
 
