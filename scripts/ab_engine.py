@@ -58,7 +58,7 @@ def main(argv=None):
     old_pkg = load_old(args.commit, Path(tempfile.mkdtemp()))
     tok = transformers.AutoTokenizer.from_pretrained(offline_model_dir())
     dsd, info = load_task(args.task, max_eval_examples=args.max_examples)
-    rows = bench._as_rows(tokenize_task({"validation": dsd["validation"]}, tok, info)["validation"])
+    rows = bench.as_rows(tokenize_task({"validation": dsd["validation"]}, tok, info)["validation"])
     stock = transformers.AutoModelForSequenceClassification.from_pretrained(
         offline_model_dir(), num_labels=2, attn_implementation="sdpa").eval()
     new = ltprune.patch(copy.deepcopy(stock), ltprune.LTPConfig(mode="hard"))

@@ -24,7 +24,9 @@ from ltprune.distill import (
     embedding_mse,
     kd_logits_loss,
     load_teacher,
+    prepare_quantized_training,
 )
+from ltprune.options import add_quantization_options
 from ltprune.training import StageArgs, load_model, run_stage
 
 from conftest import offline_model_dir, random_batch, tiny_model
@@ -235,11 +237,11 @@ def test_teacher_and_options_are_checked(tmp_path):
     ok.save_pretrained(tmp_path / "ok")
     teacher = load_teacher(tmp_path / "ok", student=student)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    assert Q.prepare_quantized_training(student, argparse.Namespace()) == (None, None)
+    assert prepare_quantized_training(student, argparse.Namespace()) == (None, None)
     with pytest.raises(ltprune.ConfigError):
-        Q.prepare_quantized_training(student, argparse.Namespace(quantize=None, quantize_activations=8))
+        prepare_quantized_training(student, argparse.Namespace(quantize=None, quantize_activations=8))
     with pytest.raises(ltprune.ConfigError):
-        Q.prepare_quantized_training(student, argparse.Namespace(distill_from=str(tmp_path / "ok"), distill_alpha=2))
+        prepare_quantized_training(student, argparse.Namespace(distill_from=str(tmp_path / "ok"), distill_alpha=2))
     with pytest.raises(ltprune.ConfigError):
         Q.quantize_model(student, 1)
 
@@ -368,9 +370,9 @@ def test_quantized_distilled_soft_and_hard_stages(tmp_path):
 
     model = load_model(str(teacher_dir), 2, False, ltprune.LTPConfig())
     parser = argparse.ArgumentParser()
-    Q.add_train_options(parser.add_argument_group("quantization"))
+    add_quantization_options(parser.add_argument_group("quantization"))
     options = parser.parse_args(["--quantize", "8", "--distill-from", str(teacher_dir), "--distill-alpha", "0.5"])
-    trainer_cls, kwargs = Q.prepare_quantized_training(model, options)
+    trainer_cls, kwargs = prepare_quantized_training(model, options)
     assert trainer_cls is DistillTrainer and kwargs["alpha"] == 0.5 and kwargs["temperature"] == 2.0
     assert Q.has_fake_quant_weights(model)
     args = StageArgs(max_steps=2, save_steps=1, batch_size=8, learning_rate=1e-3, logging_steps=1)

@@ -344,8 +344,8 @@ def no_heavy_work(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("heavy work started before the check")
 
-    for module, name in (("data", "load_task"), ("training", "load_model"), ("training", "train"),
-                         ("patch", "from_pretrained")):
+    for module, name in (("data", "load_task"), ("training", "load_model"), ("loading", "load_model"),
+                         ("training", "train"), ("checkpoint", "from_pretrained")):
         module = importlib.import_module(f"ltprune.{module}")  # ltprune.patch is also a function
         monkeypatch.setattr(module, name, boom)
 

@@ -25,12 +25,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "LTPRecords": "engine",
     "supported_classes": "models",
-    **{name: "patch" for name in ("from_pretrained", "get_config", "get_thresholds", "is_patched", "patch",
+    "from_pretrained": "checkpoint",
+    **{name: "patch" for name in ("get_config", "get_thresholds", "is_patched", "patch",
                                   "set_mode", "set_thresholds", "write_model_card")},
 }
 
 __all__ = [
-    "LTPConfig", "LTPRecords", "patch", "set_mode", "from_pretrained", "get_config",
+    "LTPConfig", "LTPRecords", "patch", "set_mode", "get_config",
     "get_thresholds", "set_thresholds", "is_patched", "supported_classes", "write_model_card",
     "LTPError", "ConfigError", "UnsupportedModelError", "CheckpointError", "DataError",
 ]

@@ -18,27 +18,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 
-from .evaluation import collate, length_sorted_batches
+from . import attention
+from .batching import as_rows, length_sorted_tensors
+from .checkpoint import from_pretrained
 from .config import LTPConfig
+from .data import load_task, tokenize_task
+from .engine import STATIC_RERUNS
 from .errors import ConfigError
+from .evaluation import flops_reduction
+from .fastpath import GraphRunner, plan_capacity
+from .loading import load_tokenizer
 from .patch import get_config, get_thresholds, patch, set_mode, set_thresholds
+from .quantization import int8_throughput
+from .resources import offline_model_dir
 from .timing import time_variants, time_variants_per_item
-
-
-def _as_rows(dataset) -> list[dict]:
-    """A tokenized ``datasets.Dataset`` or a list of dicts as a list of dicts of model inputs."""
-    if isinstance(dataset, list):
-        return dataset
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
-    return [dict(zip(keys, values)) for values in zip(*(dataset[k] for k in keys))]
-
-
-def length_sorted_tensors(dataset, pad_id, batch_size):
-    """The split as padded tensor batches of similar length (the baseline wastes no padding)."""
-    rows = _as_rows(dataset)
-    index = length_sorted_batches([len(r["input_ids"]) for r in rows], batch_size)
-    return [collate([rows[i] for i in idx], pad_id) for idx in index]
 
 
 def random_images(count: int, image_size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -65,7 +60,7 @@ def bench_batches(data, pad_id, batch_size: int, limit: int | None = None, devic
     if torch.is_tensor(data):
         data = data[:limit] if limit else data
         return to_device(_image_batches(data, batch_size), device), len(data)
-    rows = _as_rows(data)
+    rows = as_rows(data)
     rows = rows[:limit] if limit else rows
     return to_device(length_sorted_tensors(rows, pad_id, batch_size), device), len(rows)
 
@@ -77,17 +72,6 @@ def timed_pass(model, batches):
             for batch in batches:
                 model(**batch)
     return run
-
-
-def flops_reduction(model, batches) -> float:
-    """Unpruned MACs / pruned MACs over exactly these batches (unpadded accounting)."""
-    total = base = 0.0
-    with torch.no_grad():
-        for batch in batches:
-            rec = model(**batch).ltp
-            total += float(rec.macs().sum())
-            base += float(rec.baseline_macs().sum())
-    return base / total
 
 
 def calibrate_thresholds(model, batches, target: float, iters: int = 18) -> float:
@@ -128,9 +112,6 @@ def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 6
     so that no gain is credited to the graphs alone. Where the packed model uses the static step
     (CUDA), its capacities are planned on ``plan_batches`` re-batched to each batch size.
     """
-    from .engine import STATIC_RERUNS
-    from .fastpath import GraphRunner, plan_capacity
-
     padded = copy.deepcopy(pruned)
     patch(padded, get_config(pruned).replace(layout="padded", mode="hard"))
     packed = pruned
@@ -240,8 +221,6 @@ def probability_cost(hidden=768, heads=12, batch=32, lengths=(64, 128, 256, 512)
     that length: explicit probabilities (written out, summed, multiplied by V) and the two-call
     identity (two fused calls, probabilities never written out), and which one the engine picks
     (``score_kernel="auto"``)."""
-    from . import attention
-
     rows = []
     gen = torch.Generator().manual_seed(0)
     dh = hidden // heads
@@ -355,11 +334,6 @@ def _image_data(config_name: str, limit: int | None = None) -> torch.Tensor:
 def _bench_models(model_path, config_name: str, target: float, batches_for_calibration, device=None):
     """(stock, pruned) with the same weights. A given ltprune checkpoint keeps its learned
     thresholds; otherwise thresholds are calibrated to ``target`` relative FLOPs."""
-    import transformers
-
-    from .patch import from_pretrained
-    from .resources import offline_model_dir
-
     if model_path is not None:
         pruned = from_pretrained(model_path, mode="hard")
         stock = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -393,10 +367,6 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
     probability micro-benchmarks and int8 (CPU kernels) stay on the CPU. ``dtypes``: fp32, bf16,
     fp16 (thresholds calibrated in fp32, then the models converted). ``graphs``: also time stock
     and LTP through the same CUDA-graph runner (CUDA only)."""
-    from .data import load_task, tokenize_task
-    from .resources import offline_model_dir
-    from .training import load_tokenizer
-
     torch.set_num_threads(threads)
     names = ["checkpoint"] if model_path else list(configs)
     unknown = [n for n in names if n not in ("checkpoint", "minilm", "bert-base", *IMAGE_CONFIGS)]
@@ -464,8 +434,6 @@ def run_bench(output_dir="runs/bench", model_path=None, task="rotten_tomatoes", 
     if "int8" in parts:
         if model_path is None:
             raise ConfigError("--parts int8 needs --model (a trained, possibly quantization-aware, checkpoint)")
-        from .quantization import int8_throughput
-
         print("[bench] int8 + LTP vs fp32", flush=True)
         results["int8"] = int8_throughput(pruned, dev, tokenizer.pad_token_id,
                                           stock=stock, batch_sizes=tuple(b for b in batch_sizes if b <= 32),

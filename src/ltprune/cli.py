@@ -20,8 +20,8 @@ from pathlib import Path
 from .checks import (TRAIN_STAGES, check_at_least, check_model_path, check_output_dir, check_threads,
                      parse_choices, parse_int_list, parse_stages)
 from .errors import ConfigError, LTPError
-from .experiments.common import (add_data_options, add_ltp_options, add_quantization_options, add_stage_options,
-                                 data_kwargs, ltp_from_args, stage_args_from_args)
+from .options import (add_data_options, add_ltp_options, add_quantization_options, add_stage_options,
+                      data_kwargs, ltp_from_args, stage_args_from_args)
 
 BENCH_PARTS = ("throughput", "decision", "overhead", "probs", "int8")
 BENCH_CONFIGS = ("minilm", "bert-base", "vit-base")
@@ -59,7 +59,8 @@ def cmd_eval(a) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
     from .data import load_task, tokenize_task
     from .evaluation import evaluate, write_metrics
-    from .patch import from_pretrained, set_mode
+    from .checkpoint import from_pretrained
+    from .patch import set_mode
     from .training import load_tokenizer, set_threads
 
     set_threads(a.threads)
@@ -143,7 +144,7 @@ def cmd_predict(a) -> int:
     if not texts:
         raise LTPError("no texts to predict")
     from .inference import _check_texts, predict
-    from .patch import from_pretrained
+    from .checkpoint import from_pretrained
     from .training import load_tokenizer, set_threads
 
     _check_texts(texts)  # an empty argument is refused before the model loads

@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import datasets
+import numpy as np
 
 from .errors import ConfigError, DataError
 from .metrics import canonical_task_name, metric_for_task
@@ -1079,3 +1080,11 @@ def _split_off(rows: _Rows, seed: int, *, stratify: bool) -> tuple[_Rows, _Rows]
         )
     order = _stratified_order(rows.label if stratify else None, n, seed, "split")
     return rows.take(order[n_eval:]), rows.take(order[:n_eval])
+
+
+def subsample(dataset, limit: int | None, seed: int = 0):
+    """At most ``limit`` examples of ``dataset``, drawn with ``seed``, in their original order."""
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    rng = np.random.default_rng(seed)
+    return dataset.select(sorted(rng.choice(len(dataset), size=limit, replace=False).tolist()))

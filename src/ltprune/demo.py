@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from . import bench
 from .config import LTPConfig
@@ -41,8 +42,6 @@ def measure_throughput(models: dict, dataset, pad_id: int, batch_size: int, repe
 
 
 def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resume: bool = False) -> dict:
-    from transformers import AutoModelForSequenceClassification
-
     set_threads(threads)
     start = time.time()
     output_dir = Path(output_dir)

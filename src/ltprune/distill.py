@@ -22,11 +22,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 
+from .checkpoint import from_pretrained
 from .errors import CheckpointError, ConfigError, LTPError
-from .quantization import _record_ranges, baked_state_dict, has_fake_quant_weights
-from .training import LTPTrainer
+from .patch import CONFIG_KEY
+from .quantization import _record_ranges, baked_state_dict, has_fake_quant_weights, quantize_model
+from .trainer import LTPTrainer
 
 log = logging.getLogger("ltprune")
 
@@ -180,10 +183,6 @@ def load_teacher(path, student: nn.Module | None = None) -> nn.Module:
     """The teacher from a checkpoint folder (or hub name): an ltprune checkpoint runs in ``off``
     mode (exactly the stock model), a plain transformers checkpoint as it is. Eval mode, frozen.
     With ``student``, its head must match the student's."""
-    import transformers
-
-    from .patch import CONFIG_KEY, from_pretrained
-
     config_file = Path(path) / "config.json"
     raw = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if Path(path).exists() and not raw:
@@ -212,5 +211,34 @@ def load_teacher(path, student: nn.Module | None = None) -> nn.Module:
     return teacher.eval().requires_grad_(False)
 
 
+def prepare_quantized_training(model: nn.Module, args) -> tuple[type | None, dict | None]:
+    """Apply ``--quantize*`` to ``model`` (in place) and load the ``--distill-from`` teacher.
+
+    ``args``: anything with the attributes of the ``ltprune train`` quantization options (``options.add_quantization_options``) (missing ones count as
+    unset). Returns ``(trainer_cls, trainer_kwargs)`` for :func:`ltprune.training.run_stage`,
+    ``(None, None)`` when nothing was asked.
+    """
+    bits = getattr(args, "quantize", None)
+    act_bits = getattr(args, "quantize_activations", None)
+    teacher_path = getattr(args, "distill_from", None)
+    if act_bits is not None and bits is None:
+        raise ConfigError("--quantize-activations needs --quantize (weight bits)")
+    alpha = getattr(args, "distill_alpha", 0.5)
+    temperature = getattr(args, "distill_temperature", 2.0)
+    if teacher_path is None and (alpha, temperature) != (0.5, 2.0):
+        log.warning("--distill-alpha / --distill-temperature have no effect without --distill-from")
+    if bits is None and teacher_path is None:
+        return None, None
+    if teacher_path is not None:
+        check_distill_args(alpha, temperature)
+    if bits is not None:
+        granularity = getattr(args, "quantize_granularity", "per-channel")
+        quantize_model(model, bits, act_bits, per_channel=granularity != "per-tensor")
+    if teacher_path is None:
+        return QuantAwareTrainer, {}
+    teacher = load_teacher(teacher_path, student=model)
+    return DistillTrainer, {"teacher": teacher, "alpha": alpha, "temperature": temperature}
+
+
 __all__ = ["DistillTrainer", "QuantAwareTrainer", "distillation_loss", "kd_logits_loss", "embedding_mse",
-           "capture_embeddings", "load_teacher", "check_distill_args"]
+           "capture_embeddings", "load_teacher", "check_distill_args", "prepare_quantized_training"]

@@ -16,30 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import flops as flops_mod
+from .batching import MODEL_INPUTS, collate, length_sorted_batches  # noqa: F401 (re-exported)
+from .device import place, resolve_device  # noqa: F401 (re-exported)
 from .metrics import compute_metrics
 from .patch import get_config, get_thresholds, is_patched, record_eval
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def length_sorted_batches(lengths, batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), so padding is minimal."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def collate(features: list[dict], pad_id: int, device=None) -> dict[str, torch.Tensor]:
-    """Right-pad ``input_ids`` (with ``pad_id``) and the other model inputs (with 0)."""
-    width = max(len(f["input_ids"]) for f in features)
-    batch = {}
-    for key in MODEL_INPUTS:
-        if key not in features[0]:
-            continue
-        fill = pad_id if key == "input_ids" else 0
-        rows = [list(f[key]) + [fill] * (width - len(f[key])) for f in features]
-        batch[key] = torch.tensor(rows, dtype=torch.long, device=device)
-    return batch
-
 
 @dataclass
 class Predictions:
@@ -49,25 +29,6 @@ class Predictions:
     tokens_kept: np.ndarray     # (N, L)
     hidden: int
     intermediate: int
-
-
-def resolve_device(device="auto"):
-    """Where evaluation runs. ``"auto"``: the GPU when there is one, as ``Trainer`` does for
-    training, so that a model loaded from a checkpoint (a resumed sweep, a finished stage) is
-    not evaluated on the CPU while a GPU sits idle; ``None``: wherever the model already is."""
-    if device == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else None
-    return None if device is None else torch.device(device)
-
-
-def place(model, device="auto"):
-    """Move ``model`` (in place) to ``resolve_device(device)``. Under ``"auto"`` a model already on
-    an accelerator stays there (a torchrun rank keeps its own GPU); only a CPU model moves."""
-    target = resolve_device(device)
-    here = next(model.parameters()).device
-    if target is not None and (device != "auto" or here.type == "cpu"):
-        model.to(target)
-    return model
 
 
 @torch.no_grad()
@@ -130,6 +91,16 @@ def evaluate(model, dataset, info, pad_id: int, batch_size: int = 64, progress: 
     result["_predictions"] = pred
     result["_labels"] = labels
     return result
+
+def flops_reduction(model, batches) -> float:
+    """Unpruned MACs / pruned MACs over exactly these batches (unpadded accounting)."""
+    total = base = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            rec = model(**batch).ltp
+            total += float(rec.macs().sum())
+            base += float(rec.baseline_macs().sum())
+    return base / total
 
 
 def write_metrics(result: dict, output_dir, name: str = "metrics.json", examples: bool = True) -> Path:

@@ -8,9 +8,11 @@ batch that keeps more than planned is rerun exactly, so a tight plan is only slo
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from .patch import get_config, patch
+from .patch import get_config, is_patched, patch
 
 
 @torch.no_grad()
@@ -59,8 +61,6 @@ class GraphRunner:
     """
 
     def __init__(self, model, buckets=LENGTH_BUCKETS, graphs: bool | None = None, warmup: int = 2):
-        from .patch import is_patched
-
         self.model = model.eval()
         self.buckets = tuple(buckets)
         self.warmup = warmup
@@ -120,8 +120,6 @@ class GraphRunner:
 
 def _clone(output):
     """A copy of a model output whose tensors (and records) no longer alias graph buffers."""
-    import copy
-
     out = copy.copy(output)
     for key, value in output.items():
         if torch.is_tensor(value):

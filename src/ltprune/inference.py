@@ -7,7 +7,8 @@ import warnings
 import torch
 
 from .errors import ConfigError, LTPError
-from .evaluation import collate, length_sorted_batches
+from .batching import collate, length_sorted_batches
+from .loading import model_max_tokens
 
 
 def _check_texts(texts) -> list:
@@ -23,21 +24,6 @@ def _check_texts(texts) -> list:
         if any(not p.strip() for p in parts):
             raise LTPError(f"text {i} is empty or only whitespace: nothing to classify")
     return texts
-
-
-def model_max_tokens(config) -> int | None:
-    """How many tokens the model's position embeddings can take (None: no such limit).
-
-    RoBERTa-style models number positions from ``pad_token_id + 1``, so two of their 514
-    positions are unusable; a tokenizer's ``model_max_length`` may exceed either (a tiny or
-    re-configured model saved with a stock tokenizer), and the embeddings would then fail.
-    """
-    positions = getattr(config, "max_position_embeddings", None)
-    if not isinstance(positions, int) or positions <= 0:
-        return None
-    if getattr(config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
-        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
-    return positions
 
 
 @torch.no_grad()

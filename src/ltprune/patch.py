@@ -11,7 +11,6 @@ engine the 2-D padding mask, one that attaches the pass's records to the output 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import threading
 import types
@@ -20,11 +19,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.loss.loss_utils import ForQuestionAnsweringLoss
 
 from .config import MODES, LTPConfig
 from .engine import Capture, LTPRecords, run_encoder
 from .errors import CheckpointError, ConfigError, LTPError, UnsupportedModelError
-from .models import find_adapter, supported_classes
+from .models import find_adapter
 from .pruning import init_thresholds
 
 THRESHOLDS = "ltp_thresholds"
@@ -234,8 +234,6 @@ def _mask_qa_logits(model, output, records, labels) -> None:
         if logits is not None:
             setattr(output, name, logits.masked_fill(gone.to(logits.device), torch.finfo(logits.dtype).min))
     if getattr(output, "loss", None) is not None and labels[0] is not None and labels[1] is not None:
-        from transformers.loss.loss_utils import ForQuestionAnsweringLoss
-
         output.loss = ForQuestionAnsweringLoss(output.start_logits, output.end_logits, *labels)
 
 
@@ -279,89 +277,6 @@ def _validate_thresholds(values, num_layers: int, where: str, error=CheckpointEr
         raise error(f"{where}: {values.numel()} thresholds for a model with {num_layers} layers")
     if not bool(torch.isfinite(values).all()):
         raise error(f"{where}: thresholds contain NaN or infinity: {values.tolist()}")
-
-
-def from_pretrained(path, *, mode: str | None = None, **overrides) -> nn.Module:
-    """Load a checkpoint written by ``model.save_pretrained`` of a patched model.
-
-    The model class recorded in the checkpoint is loaded (weights through safetensors only,
-    never remote code), patched with the saved LTP config (``mode`` and other keyword arguments
-    override it), and its thresholds restored and validated.
-    """
-    import transformers
-
-    path = Path(path)
-    config_file = path / "config.json"
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint folder")
-    if not config_file.is_file():
-        raise CheckpointError(f"{path}: not a checkpoint folder (no config.json)")
-    try:
-        raw = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: unreadable JSON ({exc})") from None
-    if CONFIG_KEY not in raw:
-        raise CheckpointError(
-            f"{path}: no LTP config in config.json; for a plain transformers checkpoint use "
-            "ltprune.patch(AutoModelFor...from_pretrained(path), LTPConfig())")
-    if not isinstance(raw[CONFIG_KEY], dict):
-        raise CheckpointError(f"{config_file}: ltp_config must be an object, got {type(raw[CONFIG_KEY]).__name__}")
-    try:
-        ltp = LTPConfig.from_dict(raw[CONFIG_KEY])
-    except (ConfigError, TypeError) as exc:  # a checkpoint from another ltprune version, or edited by hand
-        raise CheckpointError(f"{config_file}: ltp_config: {exc}") from None
-    changes = dict(overrides)
-    if mode is not None:
-        changes["mode"] = mode
-    ltp = ltp.replace(**changes)
-    archs = raw.get("architectures") or []
-    if not archs or archs[0] not in supported_classes():
-        raise UnsupportedModelError(
-            f"{path}: architecture {archs[:1]} is not supported; supported: {', '.join(supported_classes())}")
-    cls = getattr(transformers, archs[0])
-    weights = _weight_files(path)
-    logger = logging.getLogger("transformers.modeling_utils")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # the thresholds are an "unexpected" key for the stock class
-    try:
-        model = cls.from_pretrained(path, use_safetensors=True)
-    except Exception as exc:  # corrupt or truncated files surface here from several libraries
-        raise CheckpointError(f"{path}: cannot load the weights ({type(exc).__name__}: {exc})") from None
-    finally:
-        logger.setLevel(level)
-    patch(model, ltp)
-    set_thresholds_from_files(model, weights)
-    if (raw.get("ltp_quantization") or {}).get("activation_bits"):
-        from .quantization import restore_quantization
-
-        restore_quantization(model)  # the activation quantizers it was trained with, saved ranges
-    return model
-
-
-def _weight_files(path: Path) -> list[Path]:
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"{path}: no .safetensors weights (ltprune loads safetensors only)")
-    return files
-
-
-def set_thresholds_from_files(model: nn.Module, files: list[Path]) -> None:
-    from safetensors import safe_open
-
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():
-                    if key.endswith(THRESHOLDS):
-                        values = handle.get_tensor(key)
-                        _validate_thresholds(values, get_thresholds(model).numel(), str(file))
-                        set_thresholds(model, values)
-                        return
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(f"{file}: unreadable safetensors file ({exc})") from None
-    raise CheckpointError(f"{files[0].parent}: the checkpoint has no {THRESHOLDS} tensor")
 
 
 # --------------------------------------------------------------------------------------------

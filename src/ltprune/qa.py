@@ -35,8 +35,8 @@ import numpy as np
 
 from .config import LTPConfig
 from .errors import CheckpointError, ConfigError, DataError, LTPError
-from .experiments.common import (add_ltp_options, add_stage_options, ltp_from_args, parse_floats,
-                                 stage_args_from_args, write_json_atomic)
+from .options import add_ltp_options, add_stage_options, ltp_from_args, parse_floats, stage_args_from_args
+from .runs import write_json_atomic
 
 if TYPE_CHECKING:
     import datasets
@@ -422,7 +422,8 @@ def load_qa_model(name_or_path, ltp: LTPConfig | None = None):
     settings, not its mode), or any transformers checkpoint (local or hub) given a QA head."""
     from transformers import AutoModelForQuestionAnswering
 
-    from .patch import from_pretrained, patch
+    from .checkpoint import from_pretrained
+    from .patch import patch
 
     path = Path(str(name_or_path))
     config_file = path / "config.json"
@@ -507,7 +508,7 @@ class _QAData:
         return result
 
     def stage(self, model, stage, run_dir: Path, args, resume: bool = False):
-        from .patch import from_pretrained
+        from .checkpoint import from_pretrained
         from .training import DONE, complete_checkpoints, subsample
 
         if (run_dir / "final" / DONE).is_file():

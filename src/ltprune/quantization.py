@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import platform
 import warnings
@@ -35,9 +34,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import flops as flops_mod
+from .batching import length_sorted_tensors
 from .errors import ConfigError, LTPError
-
-log = logging.getLogger("ltprune")
+from .evaluation import flops_reduction
+from .patch import THRESHOLDS, get_config, is_patched, patch
+from .timing import time_variants
 
 CONFIG_KEY = "ltp_quantization"
 REFERENCE_BITS = 16  # the paper's reference is the FP16 unpruned model
@@ -296,8 +297,6 @@ def baked_copy(model: nn.Module) -> nn.Module:
     original's LTP state (its hook closures are copied by reference) and runs the original's
     encoder layers with the original's config.
     """
-    from .patch import get_config, is_patched, patch
-
     config = copy.deepcopy(model.config)
     param = next(model.parameters())
     clone = _construct(type(model), config)
@@ -449,8 +448,6 @@ def logits_agreement(reference: nn.Module, other: nn.Module, batches) -> dict:
 
 def stock_copy(model: nn.Module) -> nn.Module:
     """The same weights in the unpatched transformers class (the fp32 "stock" baseline)."""
-    from .patch import THRESHOLDS
-
     stock = _construct(type(model), copy.deepcopy(model.config))
     state = {k: v for k, v in baked_state_dict(model).items() if not k.endswith(THRESHOLDS)}
     stock.load_state_dict(state, strict=True)
@@ -466,10 +463,6 @@ def int8_throughput(pruned: nn.Module, dataset, pad_id: int, stock: nn.Module | 
     ``pruned``: a patched model (fake-quantized or baked); it runs in ``hard`` mode. ``stock``:
     the unpruned fp32 model (default: ``pruned``'s weights in the unpatched class).
     """
-    from .bench import flops_reduction, length_sorted_tensors
-    from .patch import get_config, is_patched, patch
-    from .timing import time_variants
-
     config = get_config(pruned).replace(mode="hard", **({"layout": layout} if layout else {}))
     fp32 = patch(baked_copy(pruned).eval(), config)
     int8 = patch(export_int8(pruned, full_range=full_range), config)
@@ -534,51 +527,8 @@ def bops_for(model: nn.Module, eval_result: dict) -> dict:
     return bops_summary(eval_result, *model_bits(model))
 
 
-# ---------------------------------------------------------------------------------------------
-# training glue (CLI)
-
-
-def add_train_options(group) -> None:
-    """The quantization / distillation options of ``ltprune train`` (an argparse group); they
-    live in ``experiments.common`` so that building the CLI does not import torch."""
-    from .experiments.common import add_quantization_options
-
-    add_quantization_options(group)
-
-
-def prepare_quantized_training(model: nn.Module, args) -> tuple[type | None, dict | None]:
-    """Apply ``--quantize*`` to ``model`` (in place) and load the ``--distill-from`` teacher.
-
-    ``args``: anything with the attributes of :func:`add_train_options` (missing ones count as
-    unset). Returns ``(trainer_cls, trainer_kwargs)`` for :func:`ltprune.training.run_stage`,
-    ``(None, None)`` when nothing was asked.
-    """
-    bits = getattr(args, "quantize", None)
-    act_bits = getattr(args, "quantize_activations", None)
-    teacher_path = getattr(args, "distill_from", None)
-    if act_bits is not None and bits is None:
-        raise ConfigError("--quantize-activations needs --quantize (weight bits)")
-    alpha = getattr(args, "distill_alpha", 0.5)
-    temperature = getattr(args, "distill_temperature", 2.0)
-    if teacher_path is None and (alpha, temperature) != (0.5, 2.0):
-        log.warning("--distill-alpha / --distill-temperature have no effect without --distill-from")
-    if bits is None and teacher_path is None:
-        return None, None
-    from .distill import DistillTrainer, QuantAwareTrainer, check_distill_args, load_teacher
-
-    if teacher_path is not None:
-        check_distill_args(alpha, temperature)
-    if bits is not None:
-        granularity = getattr(args, "quantize_granularity", "per-channel")
-        quantize_model(model, bits, act_bits, per_channel=granularity != "per-tensor")
-    if teacher_path is None:
-        return QuantAwareTrainer, {}
-    teacher = load_teacher(teacher_path, student=model)
-    return DistillTrainer, {"teacher": teacher, "alpha": alpha, "temperature": temperature}
-
-
 __all__ = ["quantize_model", "bake", "remove_quantization", "restore_quantization", "baked_state_dict",
            "baked_copy", "stock_copy", "export_int8", "int8_throughput", "logits_agreement", "bops_summary",
            "bops_for", "model_bits", "quantization_info", "has_fake_quant_weights", "fake_quantize_weight",
-           "fake_quantize_activation", "weight_scale", "qmax", "quantizable_linears", "add_train_options",
-           "prepare_quantized_training", "WeightFakeQuant", "ActivationFakeQuant"]
+           "fake_quantize_activation", "weight_scale", "qmax", "quantizable_linears", "WeightFakeQuant",
+           "ActivationFakeQuant"]

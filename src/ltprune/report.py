@@ -369,7 +369,7 @@ def _token_section(run_dir, model, texts, task, data_kwargs, squad_file, num_exa
     if not texts:
         return head + ("<p>No texts to show: pass <code>--task</code>, <code>--texts-file</code> or "
                        "<code>--squad-file</code>.</p></section>")
-    from .patch import from_pretrained
+    from .checkpoint import from_pretrained
     from .training import load_tokenizer
 
     try:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from .checks import TRAIN_STAGES
@@ -44,6 +45,15 @@ NOT_COMPARED = ("logging_steps",)
 def is_main_process() -> bool:
     """Rank 0 of a torchrun / accelerate job (or a plain process): the one that writes."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def write_json_atomic(path, data) -> None:
+    """Write JSON through a temporary file, so a kill mid-write never truncates the results."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 class RunLock:
@@ -145,8 +155,6 @@ def make_record(*, task, model, stages, ltp, stage_args: dict, data_kwargs: dict
                 quantization=None) -> dict:
     """What a training run is started with (``ltprune_run.json``, without the data fingerprint,
     which needs the loaded data)."""
-    from dataclasses import asdict
-
     data = {k: (_resolved(v) if k == "data_dir" and v is not None else v) for k, v in (data_kwargs or {}).items()}
     quant = {}
     for key in ("quantize", "quantize_activations", "quantize_granularity", "distill_from", "distill_alpha",
@@ -215,8 +223,6 @@ def check_same_run(folder, record: dict, keys=None) -> None:
 
 
 def write_record(folder, record: dict) -> Path:
-    from .experiments.common import write_json_atomic
-
     path = Path(folder) / RECORD
     full = {"version": RECORD_VERSION, "started": datetime.datetime.now().isoformat(timespec="seconds"),
             **record}
@@ -228,8 +234,6 @@ def update_summary(folder, stage: str, result: dict, *, task: str, model: str, s
     """``OUTPUT_DIR/metrics.json``: per finished stage its dev metric, relative FLOPs and final
     model; ``final_model`` is the last finished stage's ``final/`` (for a hard stage, the best
     dev checkpoint, which ``load_best_model_at_end`` restored, not the last step)."""
-    from .experiments.common import write_json_atomic
-
     folder = Path(folder)
     path = folder / SUMMARY
     summary = json.loads(path.read_text()) if path.is_file() else {}

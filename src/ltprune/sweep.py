@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .config import LTPConfig
 from .errors import ConfigError, LTPError
+from .runs import write_json_atomic
 
 log = logging.getLogger("ltprune")
 
@@ -65,11 +66,7 @@ def load_points(output_dir) -> list[dict]:
 
 
 def _save_points(output_dir, points: list[dict]) -> None:
-    path = Path(output_dir) / POINTS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"points": points}, indent=1))
-    os.replace(tmp, path)  # atomic: an interrupted sweep never leaves a truncated file
+    write_json_atomic(Path(output_dir) / POINTS, {"points": points})  # a kill never truncates it
 
 
 def find_point(points: list[dict], task: str, method: str, knob) -> dict | None:
@@ -140,7 +137,7 @@ class _Context:
 
     def stage(self, model, stage: str, run_dir: Path, args_name: str | None = None):
         """Run one stage unless it already finished (then load its result); returns the model."""
-        from .patch import from_pretrained
+        from .checkpoint import from_pretrained
         from .training import DONE, complete_checkpoints, run_stage, subsample
 
         args = self.stage_args[args_name or stage]
@@ -212,7 +209,8 @@ def _manual_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
 def _lengthdrop_model(ctx: _Context):
     """The one LengthDrop model of the sweep (trained once, then loaded)."""
     from .baselines.lat import run_lengthdrop
-    from .patch import from_pretrained, set_mode
+    from .checkpoint import from_pretrained
+    from .patch import set_mode
     from .training import DONE, complete_checkpoints, subsample
 
     run_dir = ctx.output_dir / "lat" / "lengthdrop"
@@ -415,7 +413,7 @@ def plot_sweep(output_dir, path=None) -> Path:
 
 def parse_knobs(text: str | None) -> list[float] | None:
     """``--knobs`` as floats (None when absent)."""
-    from .experiments.common import parse_floats
+    from .options import parse_floats
 
     return parse_floats(text, "--knobs")
 

@@ -18,11 +18,9 @@ Lengths follow LAT (the first layer already prunes); rounding follows the engine
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
-import os
 import random
 from pathlib import Path
 
@@ -30,8 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import flops as flops_mod
+from .. import training
 from ..errors import ConfigError, LTPError
+from ..evaluation import evaluate
 from ..patch import get_config, get_dims, get_thresholds, patch
+from ..runs import write_json_atomic
+from ..trainer import LTPTrainer
 
 log = logging.getLogger("ltprune")
 
@@ -105,37 +107,25 @@ def lengthdrop_loss(model, inputs: dict, *, length_drop_prob: float = 0.2, num_r
     return loss, outputs
 
 
-@functools.cache
-def _make_trainer_cls():
-    from ..training import LTPTrainer
+class LengthDropTrainer(LTPTrainer):
+    """Trainer whose training loss is :func:`lengthdrop_loss`; evaluation runs the full model."""
 
-    class LengthDropTrainer(LTPTrainer):
-        """Trainer whose training loss is :func:`lengthdrop_loss`; evaluation runs the full model."""
+    loss_is_scaled_for_ga = False  # a per-batch mean: let Trainer divide by accumulation steps
 
-        loss_is_scaled_for_ga = False  # a per-batch mean: let Trainer divide by accumulation steps
+    def __init__(self, *args, length_drop_prob: float = 0.2, num_random: int = 2, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_p(length_drop_prob)
+        self.length_drop_prob = length_drop_prob
+        self.num_random = num_random
+        self._rng = random.Random(self.args.seed)
 
-        def __init__(self, *args, length_drop_prob: float = 0.2, num_random: int = 2, **kwargs):
-            super().__init__(*args, **kwargs)
-            _check_p(length_drop_prob)
-            self.length_drop_prob = length_drop_prob
-            self.num_random = num_random
-            self._rng = random.Random(self.args.seed)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not model.training:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            loss, outputs = lengthdrop_loss(
-                model, inputs, length_drop_prob=self.length_drop_prob, num_random=self.num_random,
-                rng=self._rng, target=self.accelerator.unwrap_model(model))
-            return (loss, outputs) if return_outputs else loss
-
-    return LengthDropTrainer
-
-
-def __getattr__(name):  # LengthDropTrainer is built lazily: importing Trainer is slow
-    if name == "LengthDropTrainer":
-        return _make_trainer_cls()
-    raise AttributeError(name)
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = lengthdrop_loss(
+            model, inputs, length_drop_prob=self.length_drop_prob, num_random=self.num_random,
+            rng=self._rng, target=self.accelerator.unwrap_model(model))
+        return (loss, outputs) if return_outputs else loss
 
 
 def run_lengthdrop(model, tokenizer, train_ds, eval_ds, info, output_dir, args, *,
@@ -145,11 +135,9 @@ def run_lengthdrop(model, tokenizer, train_ds, eval_ds, info, output_dir, args, 
     A ``training.run_stage`` stage with LAT's Trainer: thresholds frozen, the model left (and
     saved) in ``off`` mode, since the search sets its lengths later; best dev checkpoint kept.
     """
-    from ..training import run_stage
-
     _check_p(length_drop_prob)
-    summary = run_stage(model, tokenizer, train_ds, eval_ds, info, STAGE, output_dir, args, resume,
-                        trainer_cls=_make_trainer_cls(),
+    summary = training.run_stage(model, tokenizer, train_ds, eval_ds, info, STAGE, output_dir, args, resume,
+                        trainer_cls=LengthDropTrainer,
                         trainer_kwargs=dict(length_drop_prob=length_drop_prob, num_random=num_random))
     summary.update(length_drop_prob=length_drop_prob, num_random=num_random)
     return summary
@@ -237,8 +225,6 @@ def crossover_length_configs(a, b) -> list[int]:
 def make_length_evaluator(model, dataset, info, pad_id: int, batch_size: int = 64):
     """A function keep_lengths -> dev result (metric, relative_flops, gflops, ...), measured by
     ``ltprune.evaluation.evaluate``; the model's config is restored after each call."""
-    from ..evaluation import evaluate
-
     def run(keep_lengths) -> dict:
         base = get_config(model)
         configure_length(model, keep_lengths)
@@ -253,13 +239,6 @@ def make_length_evaluator(model, dataset, info, pad_id: int, batch_size: int = 6
 
 def _key(config) -> str:
     return ",".join(str(int(k)) for k in config)
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous generation intact
 
 
 def search_length_config(model, eval_ds, info, pad_id: int, flops_target: float, *,
@@ -365,7 +344,7 @@ def search_length_config(model, eval_ds, info, pad_id: int, flops_target: float,
     def save() -> None:
         if state_path is None:
             return
-        _write_json(state_path, {
+        write_json_atomic(state_path, {
             "settings": settings, "generation": generation,
             "population": [evaluated[k]["keep_lengths"] for k in members],
             "best": evaluated[members[0]] if members else None, "history": history,

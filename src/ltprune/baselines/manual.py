@@ -6,6 +6,8 @@ measures what the soft stage's threshold learning is worth.
 
 from __future__ import annotations
 
+from .. import training
+from ..errors import ConfigError
 from ..patch import get_config, get_thresholds, patch, set_thresholds
 from ..pruning import manual_thresholds
 
@@ -13,8 +15,6 @@ from ..pruning import manual_thresholds
 def configure_manual(model, final_threshold: float):
     """Threshold rule with theta_l = final_threshold * l / L; returns the model."""
     if not final_threshold >= 0:
-        from ..errors import ConfigError
-
         raise ConfigError(f"final threshold must be >= 0, got {final_threshold}")
     patch(model, get_config(model).replace(method="threshold", final_threshold=float(final_threshold),
                                            keep_ratios=None, keep_lengths=None))
@@ -26,10 +26,8 @@ def configure_manual(model, final_threshold: float):
 def train_manual(model, tokenizer, train_ds, eval_ds, info, output_dir, final_threshold: float, args,
                  resume: bool = False) -> dict:
     """Manual thresholds = the hard stage only (no soft stage): the thresholds stay frozen."""
-    from ..training import run_stage
-
     configure_manual(model, final_threshold)
-    return run_stage(model, tokenizer, train_ds, eval_ds, info, "hard", output_dir, args, resume)
+    return training.run_stage(model, tokenizer, train_ds, eval_ds, info, "hard", output_dir, args, resume)
 
 
 __all__ = ["manual_thresholds", "configure_manual", "train_manual"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .. import training
 from ..patch import get_config, get_thresholds, patch
 
 
@@ -47,7 +48,5 @@ def configure_topk(model, final_ratio: float):
 def train_topk(model, tokenizer, train_ds, eval_ds, info, output_dir, final_ratio: float, args,
                resume: bool = False) -> dict:
     """Top-k = the hard stage only: fine-tune the weights under the top-k rule (no thresholds to learn)."""
-    from ..training import run_stage
-
     configure_topk(model, final_ratio)
-    return run_stage(model, tokenizer, train_ds, eval_ds, info, "hard", output_dir, args, resume)
+    return training.run_stage(model, tokenizer, train_ds, eval_ds, info, "hard", output_dir, args, resume)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, LTPError
-from .common import write_json_atomic
+from ..runs import write_json_atomic
 
 
 def token_lengths(dataset, tokenizer, has_pair: bool, batch_size: int = 1000) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, LTPError
-from .common import write_json_atomic
+from ..runs import write_json_atomic
 
 EXAMPLES = "examples.jsonl"
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..config import LTPConfig
 from ..errors import ConfigError, LTPError
-from .common import STAGE_NAMES, write_json_atomic
+from ..options import STAGE_NAMES
+from ..runs import write_json_atomic
 
 log = logging.getLogger("ltprune")
 
@@ -111,7 +112,7 @@ class _Run:
 
     def stage(self, model, stage: str, run_dir: Path):
         """Run one stage on the short training examples (selected on ~Q2) unless it is done."""
-        from ..patch import from_pretrained
+        from ..checkpoint import from_pretrained
         from ..training import DONE, complete_checkpoints, run_stage, subsample
 
         if (run_dir / "final" / DONE).is_file():
@@ -234,7 +235,8 @@ def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "
 def _lengthdrop_model(run: _Run, output_dir: Path, length_drop_prob: float):
     """LAT's one LengthDrop model, trained on the short examples (once, then loaded)."""
     from ..baselines.lat import run_lengthdrop
-    from ..patch import from_pretrained, set_mode
+    from ..checkpoint import from_pretrained
+    from ..patch import set_mode
     from ..training import DONE, complete_checkpoints, subsample
 
     run_dir = output_dir / "lat" / "lengthdrop"
@@ -355,7 +357,7 @@ def plot_robustness(data: dict, path) -> Path:
 
 def register(subparsers) -> None:
     """Add ``robustness`` (Table 3) to the subparsers of ``ltprune experiment``."""
-    from .common import add_data_options, add_ltp_options, add_stage_options
+    from ..options import add_data_options, add_ltp_options, add_stage_options
 
     p = subparsers.add_parser(
         "robustness", help="Table 3: train on inputs shorter than the dev median, evaluate by length bucket",
@@ -383,7 +385,7 @@ def register(subparsers) -> None:
 
 def cmd_robustness(a) -> int:
     from ..training import set_threads
-    from .common import data_kwargs, ltp_from_args, parse_floats, stage_args_from_args
+    from ..options import data_kwargs, ltp_from_args, parse_floats, stage_args_from_args
 
     output_dir = Path(a.output_dir)
     if a.table:

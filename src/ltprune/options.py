@@ -1,13 +1,13 @@
-"""Command-line options shared by the experiments (and ``ltprune qa``), so every command
-spells the LTP settings, the stage hyperparameters and the data options the same way as
-``ltprune train`` / ``ltprune sweep``."""
+"""Command-line options shared by the commands (train, sweep, the experiments, qa) and their
+translation into the library's dataclasses (``LTPConfig``, ``StageArgs``), so every command spells
+the LTP settings, the stage hyperparameters and the data options the same way. Torch-free."""
 
 from __future__ import annotations
 
 import math
 
-from ..config import LTPConfig
-from ..errors import ConfigError
+from .config import LTPConfig, StageArgs
+from .errors import ConfigError
 
 STAGE_NAMES = ("finetune", "soft", "hard", "lengthdrop")
 
@@ -77,8 +77,8 @@ def add_stage_options(p, stages=STAGE_NAMES, batch_size: int = 32) -> None:
 
 
 def add_quantization_options(group) -> None:
-    """The quantization / distillation options of ``ltprune train`` (an argparse group). Here,
-    not in ``ltprune.quantization``, so building the CLI does not import torch."""
+    """The quantization / distillation options of ``ltprune train`` (an argparse group): here,
+    torch-free, so that building the CLI does not import torch."""
     group.add_argument("--quantize", type=int, metavar="BITS",
                        help="quantization-aware training: fake-quantize Linear weights to BITS (paper: 8)")
     group.add_argument("--quantize-activations", type=int, metavar="BITS",
@@ -93,8 +93,6 @@ def add_quantization_options(group) -> None:
 
 
 def stage_args_from_args(a, stages=STAGE_NAMES) -> dict:
-    from ..config import StageArgs
-
     return {s: StageArgs(learning_rate=getattr(a, f"{s}_lr", None) or a.lr, threshold_lr=a.threshold_lr,
                          epochs=getattr(a, f"{s}_epochs", None) or a.epochs, max_steps=a.max_steps,
                          batch_size=a.batch_size, eval_batch_size=a.eval_batch_size, save_steps=a.save_steps,
@@ -115,14 +113,3 @@ def parse_floats(text: str | None, option: str) -> list[float] | None:
     return values
 
 
-def write_json_atomic(path, data) -> None:
-    """Write JSON through a temporary file, so a kill mid-write never truncates the results."""
-    import json
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
