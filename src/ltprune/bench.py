@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .evaluation import flops_reduction
 from .fastpath import GraphRunner, plan_capacity
 from .loading import load_tokenizer
-from .patch import get_config, get_thresholds, patch, set_mode, set_thresholds
+from .patch import configure, get_config, get_thresholds, patch, set_mode, set_thresholds
 from .quantization import int8_throughput
 from .resources import offline_model_dir
 from .timing import time_variants, time_variants_per_item
@@ -113,9 +113,9 @@ def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 6
     (CUDA), its capacities are planned on ``plan_batches`` re-batched to each batch size.
     """
     padded = copy.deepcopy(pruned)
-    patch(padded, get_config(pruned).replace(layout="padded", mode="hard"))
+    configure(padded, get_config(pruned), layout="padded", mode="hard")
     packed = pruned
-    patch(packed, get_config(pruned).replace(layout="packed", mode="hard"))
+    configure(packed, get_config(pruned), layout="packed", mode="hard")
     static = device is not None and torch.device(device).type == "cuda" and get_config(packed).step != "exact"
     rows = []
     for bs in batch_sizes:
@@ -199,7 +199,7 @@ def overhead_at_zero_pruning(stock, pruned, dataset, pad_id, batch_sizes=(1, 32)
     variants = {}
     for layout in ("packed", "padded"):
         variants[layout] = copy.deepcopy(zero)
-        patch(variants[layout], get_config(zero).replace(layout=layout, mode="hard"))
+        configure(variants[layout], get_config(zero), layout=layout, mode="hard")
         # thresholds of 1e-30: every layer computes its attention probabilities and scores (the
         # cost a real LTP model pays) but nothing scores below them, so nothing is removed
         variants[f"{layout}-scored"] = copy.deepcopy(variants[layout])

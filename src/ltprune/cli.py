@@ -57,10 +57,10 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     if a.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
+    from .checkpoint import from_pretrained
     from .data import load_task, tokenize_task
     from .evaluation import evaluate, write_metrics
-    from .checkpoint import from_pretrained
-    from .patch import set_mode
+    from .patch import configure, set_mode
     from .training import load_tokenizer, set_threads
 
     set_threads(a.threads)
@@ -68,8 +68,7 @@ def cmd_eval(a) -> int:
     if a.mode:
         set_mode(model, a.mode)
     if a.layout:
-        from .patch import get_config, patch
-        patch(model, get_config(model).replace(layout=a.layout))
+        configure(model, layout=a.layout)
     device = "auto"
     if a.int8 or a.int8_full_range:
         from .quantization import export_int8

@@ -15,12 +15,14 @@ import math
 import threading
 import types
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers.loss.loss_utils import ForQuestionAnsweringLoss
 
+from .card import CARD_HEADING, _scalars, card_section, write_card  # noqa: F401 (CARD_HEADING re-exported)
 from .config import MODES, LTPConfig
 from .engine import Capture, LTPRecords, run_encoder
 from .errors import CheckpointError, ConfigError, LTPError, UnsupportedModelError
@@ -29,9 +31,6 @@ from .pruning import init_thresholds
 
 THRESHOLDS = "ltp_thresholds"
 CONFIG_KEY = "ltp_config"
-CARD_HEADING = "## Learned Token Pruning"
-
-
 class _LTPState:
     """Per-model bookkeeping (not a Module: nothing here is saved except through the config)."""
 
@@ -76,8 +75,9 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     """Turn a loaded transformers model into an LTP model, in place; returns it.
 
     Patching a patched model updates its config; the thresholds are re-initialised only when
-    ``final_threshold`` changes (it defines their initial schedule). Supported classes:
-    ``ltprune.supported_classes()``.
+    ``final_threshold`` changes (it defines their initial schedule). To change how an installed
+    model prunes without touching its parameters, use :func:`configure` / :func:`configured`.
+    Supported classes: ``ltprune.supported_classes()``.
     """
     config = LTPConfig() if config is None else config
     if not isinstance(config, LTPConfig):
@@ -88,10 +88,7 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
         _check_lengths(config, state.dims.num_layers)
         if config.final_threshold != state.config.final_threshold:
             set_thresholds(model, init_thresholds(state.dims.num_layers, config.final_threshold))
-        state.config = config
-        get_thresholds(model).requires_grad_(config.mode == "soft")
-        model.config.ltp_config = config.to_dict()
-        return model
+        return configure(model, config)
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a transformers model, got {type(model).__name__}")
     adapter = find_adapter(model)
@@ -121,6 +118,37 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
             module._init_weights = types.MethodType(_init_weights, module)
     model.config.ltp_config = config.to_dict()
     return model
+
+
+def configure(model: nn.Module, config: LTPConfig | None = None, /, **changes) -> nn.Module:
+    """Change how an installed model prunes: ``config`` (default: its current one) with
+    ``changes`` (any ``LTPConfig`` field); returns the model. Never touches a parameter: the
+    thresholds keep their values even when ``final_threshold`` changes (``reset_thresholds``
+    puts them back to that value's schedule). Only ``soft`` mode trains the thresholds."""
+    state = _state(model)
+    if config is not None and not isinstance(config, LTPConfig):
+        raise ConfigError(f"config must be an ltprune.LTPConfig, got {type(config).__name__}")
+    config = (state.config if config is None else config).replace(**changes)  # a validated copy
+    _check_lengths(config, state.dims.num_layers)
+    state.config = config
+    get_thresholds(model).requires_grad_(config.mode == "soft")
+    model.config.ltp_config = config.to_dict()
+    return model
+
+
+@contextmanager
+def configured(model: nn.Module, **changes):
+    """``with configured(model, mode="off"):`` runs the block with ``changes`` and puts the
+    model's config back afterwards, whatever the block did to it (like peft's
+    ``disable_adapter()``). Parameters are never touched."""
+    before = get_config(model)
+    trainable = get_thresholds(model).requires_grad
+    configure(model, **changes)
+    try:
+        yield model
+    finally:
+        configure(model, before)
+        get_thresholds(model).requires_grad_(trainable)
 
 
 def _check_lengths(config: LTPConfig, num_layers: int) -> None:
@@ -241,7 +269,7 @@ def set_mode(model: nn.Module, mode: str) -> nn.Module:
     """Switch between ``off`` (the stock model), ``soft`` and ``hard``; returns the model."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    return patch(model, _state(model).config.replace(mode=mode))
+    return configure(model, mode=mode)
 
 
 def get_config(model: nn.Module) -> LTPConfig:
@@ -308,12 +336,6 @@ def record_eval(model, result: dict) -> None:
     state.eval_fingerprint = _fingerprint(model)
 
 
-def _scalars(result: dict) -> dict:
-    """The public numbers and names of a metrics dict (not per-layer lists or predictions)."""
-    return {k: v for k, v in result.items()
-            if not k.startswith("_") and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-
-
 def current_eval(model) -> dict | None:
     """``last_eval`` if the model is still the one that was evaluated (else None: it has changed)."""
     state = _state(model)
@@ -325,39 +347,9 @@ def current_eval(model) -> dict | None:
     return dict(state.last_eval)
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    return "" if value is None else str(value)
-
-
 def model_card_section(model, metrics: dict | None = None) -> str:
-    """The ``## Learned Token Pruning`` section: how to load, config, thresholds, metrics."""
-    cfg = get_config(model)
-    thresholds = get_thresholds(model).detach().cpu().tolist()
-    lines = [CARD_HEADING, "",
-             "This checkpoint prunes tokens with ltprune (Learned Token Pruning, Kim et al., KDD 2022, "
-             "[arXiv:2107.00910](https://arxiv.org/abs/2107.00910)). Load it with `ltprune.from_pretrained(path)`; "
-             "a plain `from_pretrained` gives the unpruned model.", "",
-             "### LTP config", "", "| option | value |", "|---|---|"]
-    lines += [f"| `{k}` | {_fmt(v)} |" for k, v in cfg.to_dict().items() if not (k == "extra" and not v)]
-    lines += ["", "### Thresholds per layer", "",
-              "| layer | " + " | ".join(str(i) for i in range(len(thresholds))) + " |",
-              "|---|" + "---|" * len(thresholds),
-              "| threshold | " + " | ".join(_fmt(t) for t in thresholds) + " |"]
-    metrics = _scalars(metrics or {})
-    if metrics:
-        lines += ["", "### Evaluation when saved", "", "| quantity | value |", "|---|---|"]
-        names = {"task": "task", "metric": f"metric ({metrics.get('metric_name', 'task metric')})",
-                 "accuracy": "accuracy", "relative_flops": "relative FLOPs (vs unpruned)",
-                 "gflops": "GFLOPs per example", "baseline_gflops": "unpruned GFLOPs per example",
-                 "num_examples": "examples", "mode": "mode"}
-        lines += [f"| {label} | {_fmt(metrics[key])} |" for key, label in names.items() if key in metrics]
-        lines += [f"| {key} | {_fmt(value)} |" for key, value in metrics.items()
-                  if key not in names and key not in ("metric_name", "mean_length")]
-    return "\n".join(lines) + "\n"
+    """The card's LTP section for ``model`` (see ``ltprune.card``)."""
+    return card_section(get_config(model), get_thresholds(model).detach().cpu().tolist(), metrics)
 
 
 def write_model_card(model, path, metrics: dict | None = None) -> Path:
@@ -366,20 +358,5 @@ def write_model_card(model, path, metrics: dict | None = None) -> Path:
     ``metrics`` default to the last ``evaluate`` of this very model (``model._ltp.last_eval``),
     left out if the model changed since.
     """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    card = path / "README.md"
-    section = model_card_section(model, current_eval(model) if metrics is None else metrics).splitlines()
-    if card.is_file():
-        lines = card.read_text(encoding="utf-8").splitlines()
-    else:
-        arch = type(model).__name__
-        lines = ["---", "tags:", "- ltprune", "- token-pruning", "---", "", f"# {arch} with Learned Token Pruning"]
-    start = next((i for i, line in enumerate(lines) if line.strip() == CARD_HEADING), None)
-    if start is None:
-        lines = lines + ([""] if lines and lines[-1].strip() else []) + section
-    else:  # the section ends at the next heading of level 1 or 2
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))), len(lines))
-        lines = lines[:start] + section + ([""] if end < len(lines) else []) + lines[end:]
-    card.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return card
+    return write_card(path, type(model).__name__, get_config(model), get_thresholds(model).detach().cpu().tolist(),
+                      current_eval(model) if metrics is None else metrics)

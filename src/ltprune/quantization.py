@@ -37,7 +37,7 @@ from . import flops as flops_mod
 from .batching import length_sorted_tensors
 from .errors import ConfigError, LTPError
 from .evaluation import flops_reduction
-from .patch import THRESHOLDS, get_config, is_patched, patch
+from .patch import THRESHOLDS, configure, get_config, is_patched, patch
 from .timing import time_variants
 
 CONFIG_KEY = "ltp_quantization"
@@ -464,8 +464,8 @@ def int8_throughput(pruned: nn.Module, dataset, pad_id: int, stock: nn.Module | 
     the unpruned fp32 model (default: ``pruned``'s weights in the unpatched class).
     """
     config = get_config(pruned).replace(mode="hard", **({"layout": layout} if layout else {}))
-    fp32 = patch(baked_copy(pruned).eval(), config)
-    int8 = patch(export_int8(pruned, full_range=full_range), config)
+    fp32 = configure(baked_copy(pruned).eval(), config)
+    int8 = configure(export_int8(pruned, full_range=full_range), config)
     stock = stock_copy(pruned) if stock is None else stock.eval()
     stock_int8 = None if is_patched(stock) else export_int8(stock, full_range=full_range)
     variants = {"stock_fp32": stock, "ltp_fp32": fp32, "ltp_int8": int8}

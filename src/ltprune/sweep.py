@@ -229,19 +229,16 @@ def _lengthdrop_model(ctx: _Context):
 
 def _lat_point(ctx: _Context, model, knob: float, run_dir: Path) -> dict:
     from .baselines.lat import configure_length, search_length_config
-    from .patch import get_config, patch
+    from .patch import configured
 
     if not 0 < knob:
         raise ConfigError(f"LAT FLOPs target must be > 0, got {knob}")
     kwargs = {"length_drop_prob": ctx.length_drop_prob, "batch_size": ctx.eval_batch_size, **ctx.search_kwargs}
     best = search_length_config(model, ctx.data["validation"], ctx.info, ctx.pad_id, float(knob),
                                 state_file=run_dir / "search.json", **kwargs)
-    base = get_config(model)
-    configure_length(model, best["keep_lengths"])
-    try:
+    with configured(model):
+        configure_length(model, best["keep_lengths"])
         result = ctx.evaluate(model, run_dir)
-    finally:
-        patch(model, base)
     return _point("lat", knob, result, run_dir, keep_lengths=best["keep_lengths"],
                   lengthdrop_model=str(ctx.output_dir / "lat" / "lengthdrop" / "final"))
 

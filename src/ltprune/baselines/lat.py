@@ -31,7 +31,7 @@ from .. import flops as flops_mod
 from .. import training
 from ..errors import ConfigError, LTPError
 from ..evaluation import evaluate
-from ..patch import get_config, get_dims, get_thresholds, patch
+from ..patch import configure, configured, get_config, get_dims, get_thresholds
 from ..runs import write_json_atomic
 from ..trainer import LTPTrainer
 
@@ -94,16 +94,13 @@ def lengthdrop_loss(model, inputs: dict, *, length_drop_prob: float = 0.2, num_r
     student_inputs = {k: v for k, v in inputs.items() if k != "labels"}
     subs = [smallest_keep_ratios(num_layers, length_drop_prob)]
     subs += [random_keep_ratios(num_layers, length_drop_prob, rng) for _ in range(num_random)]
-    try:
-        patch(target, base.replace(mode="off"))
+    with configured(target, mode="off"):
         outputs = model(**inputs)
         loss = outputs.loss
         teacher = outputs.logits.detach()
         for ratios in subs:
-            patch(target, base.replace(method="topk", keep_ratios=ratios, keep_lengths=None, mode="hard"))
+            configure(target, base, method="topk", keep_ratios=ratios, keep_lengths=None, mode="hard")
             loss = loss + distillation_loss(model(**student_inputs).logits, teacher)
-    finally:
-        patch(target, base)
     return loss, outputs
 
 
@@ -150,8 +147,8 @@ def run_lengthdrop(model, tokenizer, train_ds, eval_ds, info, output_dir, args, 
 
 def configure_length(model, keep_lengths):
     """Apply one absolute per-layer length configuration (hard removal); returns the model."""
-    return patch(model, get_config(model).replace(method="length", keep_lengths=[int(k) for k in keep_lengths],
-                                                  keep_ratios=None, mode="hard"))
+    return configure(model, method="length", keep_lengths=[int(k) for k in keep_lengths], keep_ratios=None,
+                     mode="hard")
 
 
 def is_valid_length_config(keep_lengths, num_layers: int | None = None, max_length: int | None = None) -> bool:
@@ -226,12 +223,9 @@ def make_length_evaluator(model, dataset, info, pad_id: int, batch_size: int = 6
     """A function keep_lengths -> dev result (metric, relative_flops, gflops, ...), measured by
     ``ltprune.evaluation.evaluate``; the model's config is restored after each call."""
     def run(keep_lengths) -> dict:
-        base = get_config(model)
-        configure_length(model, keep_lengths)
-        try:
+        with configured(model):
+            configure_length(model, keep_lengths)
             result = evaluate(model, dataset, info, pad_id, batch_size)
-        finally:
-            patch(model, base)
         return {k: v for k, v in result.items() if not k.startswith("_")}
 
     return run

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import training
 from ..errors import ConfigError
-from ..patch import get_config, get_thresholds, patch, set_thresholds
+from ..patch import configure, get_thresholds, set_thresholds
 from ..pruning import manual_thresholds
 
 
@@ -16,9 +16,7 @@ def configure_manual(model, final_threshold: float):
     """Threshold rule with theta_l = final_threshold * l / L; returns the model."""
     if not final_threshold >= 0:
         raise ConfigError(f"final threshold must be >= 0, got {final_threshold}")
-    patch(model, get_config(model).replace(method="threshold", final_threshold=float(final_threshold),
-                                           keep_ratios=None, keep_lengths=None))
-    # set after patch: patch re-initialises the thresholds when final_threshold changes
+    configure(model, method="threshold", final_threshold=float(final_threshold), keep_ratios=None, keep_lengths=None)
     set_thresholds(model, manual_thresholds(get_thresholds(model).numel(), final_threshold))
     return model
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from .. import training
-from ..patch import get_config, get_thresholds, patch
+from ..patch import configure, get_thresholds
 
 
 def spatten_keep_ratios(num_layers: int, final_ratio: float) -> list[float]:
@@ -42,7 +42,7 @@ def spatten_keep_ratios(num_layers: int, final_ratio: float) -> list[float]:
 def configure_topk(model, final_ratio: float):
     """Switch a patched model to the top-k rule with the cascade schedule; returns it."""
     ratios = spatten_keep_ratios(get_thresholds(model).numel(), final_ratio)
-    return patch(model, get_config(model).replace(method="topk", keep_ratios=ratios, keep_lengths=None))
+    return configure(model, method="topk", keep_ratios=ratios, keep_lengths=None)
 
 
 def train_topk(model, tokenizer, train_ds, eval_ds, info, output_dir, final_ratio: float, args,

@@ -256,7 +256,7 @@ def _lat_row(run: _Run, model, lam: float, target: float, run_dir: Path, length_
              search_kwargs: dict) -> dict:
     """Search one length configuration on ~Q2 under ``target`` FLOPs, then evaluate every bucket."""
     from ..baselines.lat import configure_length, length_config_flops, search_length_config
-    from ..patch import get_config, get_dims, patch
+    from ..patch import configured, get_dims
 
     short = run.buckets["~Q2"]
     dims = get_dims(model)
@@ -269,12 +269,9 @@ def _lat_row(run: _Run, model, lam: float, target: float, run_dir: Path, length_
     kwargs = {"length_drop_prob": length_drop_prob, "batch_size": run.eval_batch_size, **search_kwargs}
     best = search_length_config(model, short, run.info, run.pad_id, goal, state_file=run_dir / "search.json",
                                 **kwargs)
-    base = get_config(model)
-    configure_length(model, best["keep_lengths"])
-    try:
+    with configured(model):
+        configure_length(model, best["keep_lengths"])
         buckets = run.evaluate(model, run_dir)
-    finally:
-        patch(model, base)
     return {"method": "lat", "knob": lam, "flops_target": goal, "keep_lengths": best["keep_lengths"],
             "buckets": buckets}
 
