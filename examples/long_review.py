@@ -1,6 +1,6 @@
 """A long IMDb review (> 512 tokens, beyond BERT's limit) through a pruned ModernBERT.
 
-    python examples/long_review.py [--final-threshold 0.004] [--layers 22]
+    python examples/long_review.py [--final-threshold 0.03] [--layers 22]
 
 ModernBERT reads up to 8,192 tokens; its local layers attend within 64 positions either side, its
 global layers (every third) to everything. The model here is random-init ModernBERT (base width,
@@ -24,7 +24,7 @@ from ltprune.resources import offline_model_dir
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--final-threshold", type=float, default=0.004)
+    parser.add_argument("--final-threshold", type=float, default=0.03)
     parser.add_argument("--layers", type=int, default=22)
     parser.add_argument("--min-tokens", type=int, default=700)
     args = parser.parse_args(argv)
