@@ -182,7 +182,7 @@ class ThresholdLogger(TrainerCallback):
 
 
 def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTPConfig | None,
-               reset_thresholds: bool = False, label_names=None):
+               reset_thresholds: bool = False, label_names=None, seed: int = 42):
     """A patched sequence-classification model from an ltprune checkpoint, a fine-tuned or a base
     transformers checkpoint (local path or hub name; a base gets a fresh classification head).
 
@@ -191,6 +191,9 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
     ``label_names`` (the task's, ``TaskInfo.label_names``; numbered ``"0"``, ``"1"``... when None)
     become the config's ``id2label`` / ``label2id``, so every checkpoint saved from the model, and
     ``predict``, ``report`` and the pipeline, name the classes as the data did.
+    ``seed`` seeds a new classification head's initial weights (in a forked RNG, so the caller's
+    global RNG is untouched). Without it the head came from whatever state the global RNG was in,
+    and two same-seed runs from a base checkpoint (``ltprune demo``) gave different models.
     """
     path = Path(name_or_path)
     config_file = path / "config.json"
@@ -217,7 +220,10 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
         if getattr(hf_config, "num_labels", None) != num_labels:
             kwargs["ignore_mismatched_sizes"] = True
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True, **kwargs)
+            with torch.random.fork_rng(devices=[]):  # the new head's init: seeded, global RNG untouched
+                torch.manual_seed(seed)
+                model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True,
+                                                                           **kwargs)
         except (OSError, ValueError, RuntimeError) as exc:  # no safetensors, a damaged or mismatched file
             raise CheckpointError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None
         patch(model, ltp or LTPConfig())
@@ -522,7 +528,8 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         tokenizer = load_tokenizer(model_name_or_path)
         tokenized = tokenize_task(dsd, tokenizer, info, max_length)
         model = load_model(model_name_or_path, info.num_labels, info.is_regression, ltp,
-                           reset_thresholds="soft" in stages, label_names=info.label_names)
+                           reset_thresholds="soft" in stages, label_names=info.label_names,
+                           seed=stage_args[stages[0]].seed)
         trainer_cls = trainer_kwargs = None
         if quantization is not None:
             from .quantization import prepare_quantized_training
