@@ -53,9 +53,29 @@ def _key_bias(alive: torch.Tensor | None, dtype) -> torch.Tensor | None:
         ~alive, float("-inf"))[:, None, None, :]
 
 
-def explicit(q, k, v, alive=None, key_bias=None, dropout_p: float = 0.0, keep_probs: bool = False):
-    """(context, raw scores (B, n)[, probabilities]) with the probabilities materialised."""
+def positional_bias(positions_of_layer, q, k, positions, alive=None):
+    """Additive logits (B, H or 1, n, n) for a layer's :class:`~ltprune.models.base.LayerPositions`,
+    or None. ``positions`` (B, n) are original positions; ``alive`` (B, n) marks the real queries:
+    the window is applied to them only, so a dead slot's row never has every key masked (its
+    probabilities would be NaN, and NaN * 0 still poisons the column sums)."""
+    lp = positions_of_layer
+    bias = None if lp.bias is None else lp.bias(q, k, positions)
+    if lp.window is not None:
+        far = (positions[:, :, None] - positions[:, None, :]).abs() > lp.window
+        if alive is not None:
+            far = far & alive[:, :, None]
+        window = torch.zeros(far.shape, dtype=q.dtype, device=q.device).masked_fill(far, float("-inf"))[:, None]
+        bias = window if bias is None else bias + window
+    return bias
+
+
+def explicit(q, k, v, alive=None, key_bias=None, dropout_p: float = 0.0, keep_probs: bool = False, bias=None):
+    """(context, raw scores (B, n)[, probabilities]) with the probabilities materialised.
+
+    ``bias``: additive logits broadcastable to (B, H, n, n) (positions: a window, DeBERTa's terms)."""
     logits = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if bias is not None:
+        logits = logits + bias
     if alive is not None:
         logits = logits + _key_bias(alive, logits.dtype)
     if key_bias is not None:
@@ -67,20 +87,28 @@ def explicit(q, k, v, alive=None, key_bias=None, dropout_p: float = 0.0, keep_pr
     return (ctx, raw, probs) if keep_probs else (ctx, raw)
 
 
-def per_sequence(q, k, v, sizes, kernel: str | None, dropout_p: float = 0.0):
+def per_sequence(q, k, v, sizes, kernel: str | None, dropout_p: float = 0.0, bias_for=None):
     """Attention of packed rows, one call per sequence: (context (H, T, d), raw scores (T,) or None).
 
     ``q``, ``k``, ``v`` are (H, T, d), contiguous: every sequence's slice is then a plain strided
     batch for bmm (splitting the (T, H, d) view instead copied each slice). Short sequences make
-    this loop cheaper than one padded call on the CPU (docs/BENCHMARKS.md).
+    this loop cheaper than one padded call on the CPU (docs/BENCHMARKS.md). ``bias_for(i, qi, ki)``:
+    additive logits (H or 1, n_i, n_i) of sequence i, or None (position-dependent attention).
     """
     scale = q.shape[-1] ** -0.5
     ctxs, raws = [], []
-    for qi, ki, vi in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1)):
+    for index, (qi, ki, vi) in enumerate(zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1))):
+        bias = None if bias_for is None else bias_for(index, qi, ki)
         chosen = None if kernel is None else choose_kernel(kernel, qi.shape[1], q.device)  # by its own length
+        if bias is not None and kernel is None:  # context only, with the bias
+            probs = torch.bmm(qi, ki.transpose(1, 2)).mul_(scale).add_(bias).softmax(-1)
+            ctxs.append(torch.bmm(F.dropout(probs, dropout_p, training=True) if dropout_p > 0 else probs, vi))
+            continue
+        if bias is not None:
+            chosen = "explicit"  # (the two-call identity has no bias term)
         if chosen == "explicit" or (chosen is not None and dropout_p > 0):
-            logits = torch.bmm(qi, ki.transpose(1, 2))
-            probs = logits.mul_(scale).softmax(-1)
+            logits = torch.bmm(qi, ki.transpose(1, 2)).mul_(scale)
+            probs = (logits if bias is None else logits.add_(bias)).softmax(-1)
             raws.append(probs.float().sum((0, 1)))
             ctxs.append(torch.bmm(F.dropout(probs, dropout_p, training=True) if dropout_p > 0 else probs, vi))
         elif chosen == "lse":
@@ -140,9 +168,11 @@ def scored(setting: str, q, k, v, alive=None, dropout_p: float = 0.0):
     return explicit(q, k, v, alive, dropout_p=dropout_p)
 
 
-def unscored(q, k, v, alive=None, dropout_p: float = 0.0):
+def unscored(q, k, v, alive=None, dropout_p: float = 0.0, bias=None):
     """Context only (a layer that prunes nothing needs no scores): the fastest fused kernel."""
     mask = None if alive is None else alive[:, None, None, :]
+    if bias is not None:
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 

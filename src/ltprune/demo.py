@@ -50,7 +50,8 @@ def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resu
                           max_train_examples=256 if quick else None)
     tokenizer = load_tokenizer(str(model_dir))
     data = tokenize_task(dsd, tokenizer, info)
-    model = load_model(str(model_dir), info.num_labels, False, LTPConfig(**DEMO_LTP), label_names=info.label_names)
+    model = load_model(str(model_dir), info.num_labels, False, LTPConfig(**DEMO_LTP), label_names=info.label_names,
+                       seed=DEMO_STAGES["finetune"].seed)
     rows = {}
     for stage, args in DEMO_STAGES.items():
         if quick:

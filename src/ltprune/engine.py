@@ -46,6 +46,9 @@ class LTPRecords:
     reg_loss: torch.Tensor | None = None
     #: static step inside a CUDA graph: a device flag, True when the batch must be rerun exactly
     overflow: torch.Tensor | None = None
+    #: FLOPs terms of position-dependent families (Dims.windows, Dims.position_keys; flops.py)
+    windows: tuple | None = None
+    position_keys: int = 0
 
     @property
     def num_layers(self) -> int:
@@ -57,10 +60,12 @@ class LTPRecords:
         return self.pruned_at == self.num_layers
 
     def macs(self) -> torch.Tensor:
-        return flops_mod.example_macs(self.tokens_in, self.tokens_kept, self.hidden, self.intermediate)
+        return flops_mod.example_macs(self.tokens_in, self.tokens_kept, self.hidden, self.intermediate,
+                                      self.windows, self.position_keys)
 
     def baseline_macs(self) -> torch.Tensor:
-        return flops_mod.baseline_macs(self.lengths, self.num_layers, self.hidden, self.intermediate)
+        return flops_mod.baseline_macs(self.lengths, self.num_layers, self.hidden, self.intermediate,
+                                       self.windows, self.position_keys)
 
     @property
     def gflops(self) -> torch.Tensor:
@@ -123,20 +128,22 @@ class _Padded:
         seq_id = torch.arange(batch, device=self.x.device).repeat_interleave(n)
         return self.alive.flatten(), self.first.flatten(), seq_id
 
-    def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None, keep_probs=False):
+    def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None, keep_probs=False, where=None):
         """(context, flat raw scores or None[, probabilities when ``keep_probs``]).
 
-        ``kernel``: None (no scores needed: fused sdpa) or a ``score_kernel`` setting."""
+        ``kernel``: None (no scores needed: fused sdpa) or a ``score_kernel`` setting. ``where``:
+        (LayerPositions, (B, w) original positions) of a position-dependent layer, or None."""
         batch, n, dim = q.shape
         q, k, v = (t.view(batch, n, heads, -1).transpose(1, 2) for t in (q, k, v))
         alive = None if bool(self.alive.all()) else self.alive
+        bias = None if where is None else attention.positional_bias(where[0], q, k, where[1], self.alive)
         probs = raw = None
-        if keep_probs or key_bias is not None:
-            ctx, raw, probs = attention.explicit(q, k, v, alive, key_bias, dropout_p, keep_probs=True)
+        if keep_probs or key_bias is not None or (bias is not None and kernel is not None):
+            ctx, raw, probs = attention.explicit(q, k, v, alive, key_bias, dropout_p, keep_probs=True, bias=bias)
         elif kernel is not None:
             ctx, raw = attention.scored(kernel, q, k, v, alive, dropout_p)
         else:
-            ctx = attention.unscored(q, k, v, alive, dropout_p)
+            ctx = attention.unscored(q, k, v, alive, dropout_p, bias=bias)
         ctx = ctx.transpose(1, 2).reshape(batch, n, dim)
         raw = None if raw is None else raw.flatten()
         return (ctx, raw, probs) if keep_probs else (ctx, raw)
@@ -200,7 +207,17 @@ class _Packed:
     def flat(self):
         return torch.ones_like(self.first), self.first, self.seq_id
 
-    def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None):
+    def attention(self, q, k, v, heads, kernel, dropout_p, key_bias=None, where=None):
+        if where is not None:  # position-dependent attention: per sequence, with its bias
+            total, dim = q.shape
+            qh, kh, vh = (t.view(total, heads, -1).transpose(0, 1).contiguous() for t in (q, k, v))
+            lp, positions = where[0], where[1].split(self.sizes)
+
+            def bias_for(i, qi, ki):
+                return attention.positional_bias(lp, qi[None], ki[None], positions[i][None])[0]
+
+            ctx, raw = attention.per_sequence(qh, kh, vh, self.sizes, kernel, dropout_p, bias_for)
+            return ctx.transpose(0, 1).reshape(total, dim), raw
         if attention.varlen_available(q) and kernel != "explicit" and dropout_p == 0 and self.pad_attention:
             total, dim = q.shape
             ctx, raw = attention.varlen(*(t.view(total, heads, -1) for t in (q, k, v)), self.lengths,
@@ -419,8 +436,8 @@ def host_thresholds(thresholds: torch.Tensor) -> list[float]:
     return cached[1]
 
 
-def _use_static(config: LTPConfig, hidden_states: torch.Tensor, capture: Capture) -> bool:
-    if config.layout != "packed" or capture.attentions:
+def _use_static(config: LTPConfig, hidden_states: torch.Tensor, capture: Capture, positional: bool) -> bool:
+    if config.layout != "packed" or capture.attentions or positional:  # (static: absolute positions only)
         return False
     if config.step == "auto":
         return hidden_states.is_cuda
@@ -437,17 +454,20 @@ def run_encoder(
     mask: torch.Tensor,
     training: bool,
     capture: Capture | None = None,
+    base=None,
 ) -> tuple[torch.Tensor, LTPRecords]:
-    """Run ``layers`` with pruning; return (B, n, D) restored states and the records."""
+    """Run ``layers`` with pruning; return (B, n, D) restored states and the records.
+
+    ``base``: the base model, handed to ``adapter.layer_positions`` (position-dependent families)."""
     _check_traceable()
     mask = mask.to(torch.bool)
     lengths = mask.sum(1)
     capture = capture or Capture()
     training_soft = config.mode == "soft" and training
     thetas = host_thresholds(thresholds) if config.method == "threshold" else [None] * len(layers)
-    if not training_soft and _use_static(config, hidden_states, capture):
+    if not training_soft and _use_static(config, hidden_states, capture, adapter.positional):
         out, records, overflow = _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states,
-                                           mask, lengths, training, capture, static=True)
+                                           mask, lengths, training, capture, static=True, base=base)
         bad = overflow | (lengths == 0).any()  # an empty input is found (and refused) by the exact rerun
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             records.overflow = bad  # a CUDA graph being captured: its runner reads the flag after replay
@@ -459,14 +479,28 @@ def run_encoder(
     if bool((lengths == 0).any()):
         raise LTPError("an input in the batch has no tokens (its attention_mask is all zeros)")
     if training_soft:
-        return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture)
+        return _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture, base)
     out, records, _ = _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, mask,
-                                lengths, training, capture, static=False)
+                                lengths, training, capture, static=False, base=base)
     return out, records
 
 
+def _where(adapter, base, layer, training, state, n):
+    """(LayerPositions, original positions of the state's rows) for a position-dependent layer."""
+    if not adapter.positional:
+        return None
+    lp = adapter.layer_positions(base, layer, training)
+    return None if lp is None else (lp, state.pos % n)
+
+
+def _rotated(where, q, k, v):
+    if where is not None and where[0].rotate is not None:
+        q, k = where[0].rotate(q, k, where[1])
+    return q, k, v
+
+
 def _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, mask, lengths, training,
-              capture, static):
+              capture, static, base=None):
     """The hard-mode layer loop over one layout; returns (states, records, overflow flag)."""
     batch, n, dim = hidden_states.shape
     num_layers = len(layers)
@@ -498,9 +532,13 @@ def _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, 
         x = state.x
         dropout = adapter.attention_dropout(layer) if training else 0.0
 
-        def attend(x, state=state, layer=layer, kernel=kernel if prunes else None, dropout=dropout):
-            record = {"keep_probs": True} if capture.attentions else {}  # (then the layout is padded)
-            return state.attention(*adapter.qkv(layer, x), dims.num_heads, kernel, dropout, **record)
+        where = _where(adapter, base, layer, training, state, n)
+
+        def attend(x, state=state, layer=layer, kernel=kernel if prunes else None, dropout=dropout, where=where):
+            extra = {"keep_probs": True} if capture.attentions else {}  # (then the layout is padded)
+            if where is not None and (where[0].bias is not None or where[0].window is not None):
+                extra["where"] = where
+            return state.attention(*_rotated(where, *adapter.qkv(layer, x)), dims.num_heads, kernel, dropout, **extra)
 
         outs = checkpointed(layer, attend, x)
         ctx, raw = outs[0], outs[1]
@@ -524,7 +562,8 @@ def _run_hard(adapter, layers, dims, config, thresholds, thetas, hidden_states, 
             capture.hidden_states.append(fill_padding(full.view(batch, n, dim), mask))
     pos, x = state.final()
     out, pruned_at = sink.finish(pos, x, (batch, n, dim))
-    records = LTPRecords(lengths, tokens_in, tokens_kept, pruned_at, dims.hidden, dims.intermediate)
+    records = LTPRecords(lengths, tokens_in, tokens_kept, pruned_at, dims.hidden, dims.intermediate,
+                         windows=dims.windows, position_keys=dims.position_keys)
     overflow = state.overflow if static else None
     return fill_padding(out, mask), records, overflow
 
@@ -541,7 +580,7 @@ def _scatter_probs(probs: torch.Tensor, state: "_Padded", batch: int, n: int) ->
     return full[:, :, :n, :n]
 
 
-def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture):
+def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, capture, base=None):
     """Soft stage (METHOD §3): nothing removed; each layer's output is scaled by its soft mask.
 
     ``original``: m_l scales layer l's output, scores of later layers see every token (as the
@@ -563,10 +602,13 @@ def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, ca
         if config.soft_mask == "cumulative" and index > 0:
             key_bias = torch.log(running.clamp_min(1e-20))
 
-        def step(x, *bias, layer=layer):
-            outs = state.attention(*adapter.qkv(layer, x), dims.num_heads, True,
+        where = _where(adapter, base, layer, True, state, n)
+
+        def step(x, *bias, layer=layer, where=where):
+            extra = {} if where is None or (where[0].bias is None and where[0].window is None) else {"where": where}
+            outs = state.attention(*_rotated(where, *adapter.qkv(layer, x)), dims.num_heads, True,
                                    adapter.attention_dropout(layer), bias[0] if bias else None,
-                                   keep_probs=capture.attentions)
+                                   keep_probs=capture.attentions, **extra)
             return (adapter.feed_forward(layer, adapter.attention_output(layer, outs[0], x)), *outs[1:])
 
         outs = checkpointed(layer, step, x, *([] if key_bias is None else [key_bias]))
@@ -588,5 +630,6 @@ def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, ca
     counts = lengths[:, None].expand(batch, len(layers)).clone()
     pruned_at = torch.where(mask, len(layers), -1)
     records = LTPRecords(lengths, counts, counts.clone(), pruned_at, dims.hidden, dims.intermediate,
-                         reg_loss=pruning.regularizer(masks, mask, config.n_ref))
+                         reg_loss=pruning.regularizer(masks, mask, config.n_ref), windows=dims.windows,
+                         position_keys=dims.position_keys)
     return fill_padding(x, mask), records

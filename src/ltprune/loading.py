@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .checkpoint import _safetensors_ok, from_pretrained
@@ -35,7 +36,7 @@ def model_max_tokens(config) -> int | None:
 
 
 def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTPConfig | None,
-               reset_thresholds: bool = False, label_names=None):
+               reset_thresholds: bool = False, label_names=None, seed: int = 42):
     """A patched sequence-classification model from an ltprune checkpoint, a fine-tuned or a base
     transformers checkpoint (local path or hub name; a base gets a fresh classification head).
 
@@ -44,6 +45,9 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
     ``label_names`` (the task's, ``TaskInfo.label_names``; numbered ``"0"``, ``"1"``... when None)
     become the config's ``id2label`` / ``label2id``, so every checkpoint saved from the model, and
     ``predict``, ``report`` and the pipeline, name the classes as the data did.
+    ``seed`` seeds a new classification head's initial weights (in a forked RNG, so the caller's
+    global RNG is untouched). Without it the head came from whatever state the global RNG was in,
+    and two same-seed runs from a base checkpoint (``ltprune demo``) gave different models.
     """
     path = Path(name_or_path)
     config_file = path / "config.json"
@@ -70,7 +74,10 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
         if getattr(hf_config, "num_labels", None) != num_labels:
             kwargs["ignore_mismatched_sizes"] = True
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True, **kwargs)
+            with torch.random.fork_rng(devices=[]):  # the new head's init: seeded, global RNG untouched
+                torch.manual_seed(seed)
+                model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True,
+                                                                           **kwargs)
         except (OSError, ValueError, RuntimeError) as exc:  # no safetensors, a damaged or mismatched file
             raise CheckpointError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None
         patch(model, ltp or LTPConfig())

@@ -208,7 +208,7 @@ def _encoder_forward(encoder, *args, **kwargs):
         hidden, slot["records"] = run_encoder(
             state.adapter, state.adapter.layers(state.base), state.dims, state.config,
             getattr(encoder, THRESHOLDS), hidden_states,
-            _mask_or_all(mask, hidden_states).to(hidden_states.device), encoder.training, capture)
+            _mask_or_all(mask, hidden_states).to(hidden_states.device), encoder.training, capture, state.base)
         return hidden
 
     out = state.adapter.encoder_forward(encoder, run, *args, **kwargs)
@@ -229,8 +229,8 @@ def _unpruned_records(state: _LTPState, mask: torch.Tensor) -> LTPRecords:
     lengths = mask.sum(1)
     layers = state.dims.num_layers
     counts = lengths[:, None].expand(-1, layers).clone()
-    return LTPRecords(lengths, counts, counts.clone(), torch.where(mask, layers, -1),
-                      state.dims.hidden, state.dims.intermediate)
+    return LTPRecords(lengths, counts, counts.clone(), torch.where(mask, layers, -1), state.dims.hidden,
+                      state.dims.intermediate, windows=state.dims.windows, position_keys=state.dims.position_keys)
 
 
 def _attach_records(model, args, output):

@@ -216,7 +216,8 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         tokenizer = loading.load_tokenizer(model_name_or_path)
         tokenized = data.tokenize_task(dsd, tokenizer, info, max_length)
         model = loading.load_model(model_name_or_path, info.num_labels, info.is_regression, ltp,
-                           reset_thresholds="soft" in stages, label_names=info.label_names)
+                                   reset_thresholds="soft" in stages, label_names=info.label_names,
+                                   seed=stage_args[stages[0]].seed)
         trainer_cls = trainer_kwargs = None
         if quantization is not None:
             trainer_cls, trainer_kwargs = prepare_quantized_training(model, quantization)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from ..errors import UnsupportedModelError
 from .base import Dims, FamilyAdapter
 from .bert import BertFamily
+from .deberta_v2 import DebertaV2Family
 from .distilbert import DistilBertFamily
 from .electra import ElectraFamily
+from .modernbert import ModernBertFamily
 from .vit import ViTFamily
 
-ADAPTERS: tuple[FamilyAdapter, ...] = (BertFamily(), DistilBertFamily(), ElectraFamily(), ViTFamily())
+ADAPTERS: tuple[FamilyAdapter, ...] = (BertFamily(), DistilBertFamily(), ElectraFamily(), ViTFamily(),
+                                       ModernBertFamily(), DebertaV2Family())
 
 
 def supported_classes() -> list[str]:

@@ -7,6 +7,7 @@ scores, removal), so adding DistilBERT or ELECTRA is one small file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,29 @@ class Dims:
     num_heads: int
     hidden: int
     intermediate: int
+    #: per layer, the keys a query can see in a local-attention layer (None: every alive token);
+    #: None for a model without local layers. FLOPs count min(n, window) keys (flops.py).
+    windows: tuple | None = None
+    #: relative-position "keys" per query and layer (DeBERTa's c2p + p2c terms), counted in FLOPs
+    position_keys: int = 0
+
+
+@dataclass(frozen=True)
+class LayerPositions:
+    """What one layer's attention needs from each alive token's **original** position.
+
+    The engine hands these the positions the tokens had in the input (never their slot after
+    removal), so a pruned model attends exactly as the unpruned one masked:
+
+    * ``rotate(q, k, positions) -> (q, k)``: rows (..., D) and positions (...), e.g. RoPE;
+    * ``bias(q, k, positions) -> additive logits``: heads (B, H, n, d), positions (B, n), result
+      broadcastable to (B, H, n, n), e.g. DeBERTa's relative-position terms;
+    * ``window``: keys j of query i only where ``|p_i - p_j| <= window`` (a sliding window).
+    """
+
+    rotate: Callable | None = None
+    bias: Callable | None = None
+    window: int | None = None
 
 
 class FamilyAdapter:
@@ -41,6 +65,9 @@ class FamilyAdapter:
     #: Index of ``attention_mask`` among the base model's positional forward arguments, where the
     #: mask hook looks when it is not passed by name (ViTModel takes it 4th); None: by name only.
     mask_position: int | None = 1
+    #: True when attention depends on positions (:meth:`layer_positions`); absolute positions,
+    #: added to the embeddings before the encoder, need nothing (BERT and the older families).
+    positional: bool = False
 
     def base_model(self, model: nn.Module) -> nn.Module:
         return model.base_model
@@ -68,6 +95,10 @@ class FamilyAdapter:
 
     def feed_forward(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def layer_positions(self, base: nn.Module, layer: nn.Module, training: bool) -> LayerPositions | None:
+        """Called once per layer and pass when :attr:`positional` (see :class:`LayerPositions`)."""
+        return None
 
     def encoder_forward(self, encoder: nn.Module, run, hidden_states, attention_mask=None, *args, **kwargs):
         """What replaces ``encoder.forward`` when pruning; ``run(hidden)`` runs every layer.
@@ -102,3 +133,22 @@ class FamilyAdapter:
                                               for i, h in enumerate(capture.hidden_states))
         if capture.attentions:
             collector["attentions"].extend(capture.attention_probs)
+
+
+class ReplacedForward(FamilyAdapter):
+    """For families whose patched module is the base model itself (no encoder module: ViT,
+    ModernBERT): its stock forward and the recording wrapper on it are replaced, so the
+    per-layer output flags are read from the call and the results set on the output."""
+
+    def wanted_outputs(self, base, kwargs):
+        config = base.config
+        return (bool(kwargs.get("output_hidden_states", config.output_hidden_states)),
+                bool(kwargs.get("output_attentions", config.output_attentions)))
+
+    def deliver_outputs(self, capture, output):
+        if isinstance(output, tuple):
+            return  # return_dict=False: no room for per-layer outputs
+        if capture.hidden:
+            output.hidden_states = tuple(capture.hidden_states)
+        if capture.attentions:
+            output.attentions = tuple(capture.attention_probs)

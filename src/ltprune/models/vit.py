@@ -9,10 +9,10 @@ There is no padding: every patch and [CLS] start alive, and ``keep_first_token``
 
 from __future__ import annotations
 
-from .base import Dims, FamilyAdapter
+from .base import Dims, ReplacedForward
 
 
-class ViTFamily(FamilyAdapter):
+class ViTFamily(ReplacedForward):
     model_types = ("vit",)
     model_classes = ("ViTModel", "ViTForImageClassification")
     # ViTModel.forward(pixel_values, bool_masked_pos, interpolate_pos_encoding, attention_mask, ...)
@@ -57,17 +57,3 @@ class ViTFamily(FamilyAdapter):
         if kwargs.get("return_dict", getattr(vit.config, "return_dict", True)) is False:
             return out.to_tuple()
         return out
-
-    def wanted_outputs(self, vit, kwargs):
-        # the stock forward (and its recording wrapper) is replaced: read the flags ourselves
-        config = vit.config
-        return (bool(kwargs.get("output_hidden_states", config.output_hidden_states)),
-                bool(kwargs.get("output_attentions", config.output_attentions)))
-
-    def deliver_outputs(self, capture, output):
-        if isinstance(output, tuple):
-            return  # return_dict=False: no room for per-layer outputs
-        if capture.hidden:
-            output.hidden_states = tuple(capture.hidden_states)  # ViT does not tie the last one
-        if capture.attentions:
-            output.attentions = tuple(capture.attention_probs)
