@@ -13,7 +13,7 @@ from scipy.stats import entropy
 from transformers import AutoTokenizer
 
 from ltprune.errors import DataError, LTPError
-from ltprune.experiments import register
+from ltprune.cli.experiments import register
 from ltprune.experiments import lengths as lengths_mod
 from ltprune.experiments import per_example, robustness
 

@@ -17,7 +17,8 @@ from transformers import AutoTokenizer
 
 from ltprune import qa
 from ltprune.errors import DataError
-from ltprune.experiments import register as register_experiments
+from ltprune.cli.experiments import register as register_experiments
+from ltprune.cli.qa import register_qa
 
 from conftest import offline_model_dir
 
@@ -196,7 +197,7 @@ def tiny_qa_dir(tmp_path_factory, tokenizer):
 def _parser():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    qa.register(sub)
+    register_qa(sub)
     register_experiments(sub)
     return parser
 

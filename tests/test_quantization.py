@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 
 import ltprune
 from ltprune import flops as flops_mod
+from ltprune import int8 as int8_mod
 from ltprune import quantization as Q
 from ltprune.distill import (
     DistillTrainer,
@@ -26,7 +27,7 @@ from ltprune.distill import (
     load_teacher,
     prepare_quantized_training,
 )
-from ltprune.options import add_quantization_options
+from ltprune.cli.options import add_quantization_options
 from ltprune.training import StageArgs, load_model, run_stage
 
 from conftest import offline_model_dir, random_batch, tiny_model
@@ -201,7 +202,7 @@ def _trainer(tmp_path, student, teacher, alpha):
 
 def test_distill_trainer_loss(tmp_path):
     student = _model(mode="off", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    teacher = Q.stock_copy(student)                                        # same weights, stock class
+    teacher = int8_mod.stock_copy(student)                                        # same weights, stock class
     ids, mask = random_batch([9, 6, 8], seed=2)
     inputs = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 2, 1])}
     student.train()
@@ -279,7 +280,7 @@ def test_export_int8_runs_the_patched_model_in_hard_mode(layout):
     ids, mask = random_batch([12, 7, 10, 4], seed=5)
     with torch.no_grad():
         fq = model(input_ids=ids, attention_mask=mask)
-    int8 = Q.export_int8(model)
+    int8 = int8_mod.export_int8(model)
     assert int8.bert.encoder.layer[0].attention.self.query._get_name() == "DynamicQuantizedLinear"
     assert ltprune.get_config(int8).layout == layout and ltprune.get_config(int8).mode == "hard"
     with torch.no_grad():
@@ -303,7 +304,7 @@ def test_int8_throughput_rows():
     ids, mask = random_batch([12, 7, 10, 4, 9, 11], seed=6)
     rows = [{"input_ids": i[m.bool()].tolist(), "attention_mask": m[m.bool()].tolist()} for i, m in zip(ids, mask)]
     dataset = Dataset.from_list(rows)
-    out = Q.int8_throughput(model, dataset, 0, batch_sizes=(1, 3), repeats=1)
+    out = int8_mod.int8_throughput(model, dataset, 0, batch_sizes=(1, 3), repeats=1)
     assert [r["batch_size"] for r in out] == [1, 3]
     for row in out:
         assert row["flops_reduction"] > 1
@@ -319,8 +320,8 @@ def test_int8_throughput_rows():
 def test_quantize_and_export_int8_other_families(name, full_range):
     """7-bit activations on every CPU; full range only on AVX512-VNNI (elsewhere it is refused,
     see test_full_range_is_refused_on_a_cpu_without_vnni)."""
-    if full_range and not Q.int8_full_range_supported():
-        pytest.skip(f"full-range int8 needs AVX512-VNNI kernels; this CPU has {Q.cpu_int8_kind()} "
+    if full_range and not int8_mod.int8_full_range_supported():
+        pytest.skip(f"full-range int8 needs AVX512-VNNI kernels; this CPU has {int8_mod.cpu_int8_kind()} "
                     "(16-bit sums saturate)")
     from test_families import FAMILIES, _inputs
 
@@ -337,7 +338,7 @@ def test_quantize_and_export_int8_other_families(name, full_range):
         model(**inputs)
     assert emb["out"].shape[:2] == fq.ltp.pruned_at.shape                  # the distillation hook point
     with torch.no_grad():
-        out = Q.export_int8(model, full_range=full_range)(**inputs)
+        out = int8_mod.export_int8(model, full_range=full_range)(**inputs)
     assert bool((out.ltp.tokens_kept < out.ltp.tokens_in).any())
     # int8 activations (7-bit by default) on a random wide-init model: loose, but not noise
     assert (out.logits - fq.logits).abs().max() <= (0.15 if full_range else 0.3) * fq.logits.abs().max()
@@ -403,36 +404,36 @@ def test_quantized_distilled_soft_and_hard_stages(tmp_path):
 
 @pytest.mark.parametrize("forced,kind", [("1", "avx512_vnni"), ("0", "avx2")])
 def test_cpu_kind_can_be_simulated(monkeypatch, forced, kind):
-    monkeypatch.setenv(Q.CPU_KIND_ENV, forced)
-    assert Q.cpu_int8_kind() == kind
-    assert Q.int8_full_range_supported() is (kind == "avx512_vnni")
+    monkeypatch.setenv(int8_mod.CPU_KIND_ENV, forced)
+    assert int8_mod.cpu_int8_kind() == kind
+    assert int8_mod.int8_full_range_supported() is (kind == "avx512_vnni")
 
 
 def test_full_range_is_refused_on_a_cpu_without_vnni(monkeypatch):
     model = _model()
     Q.quantize_model(model, 8)
-    monkeypatch.setenv(Q.CPU_KIND_ENV, "0")
+    monkeypatch.setenv(int8_mod.CPU_KIND_ENV, "0")
     with pytest.raises(ltprune.ConfigError, match="AVX512-VNNI.*saturate"):
-        Q.export_int8(model, full_range=True)
-    assert Q.export_int8(model).config.ltp_quantization["int8_activations"] == "7-bit"  # the default works
+        int8_mod.export_int8(model, full_range=True)
+    assert int8_mod.export_int8(model).config.ltp_quantization["int8_activations"] == "7-bit"  # the default works
 
 
 def test_full_range_switches_the_kernels_on_a_vnni_cpu(monkeypatch):
     """What full range changes, checked without running it (it must run on a VNNI CPU only)."""
     model = _model()
     Q.quantize_model(model, 8)
-    monkeypatch.setenv(Q.CPU_KIND_ENV, "1")
-    out = Q.export_int8(model, full_range=True)
+    monkeypatch.setenv(int8_mod.CPU_KIND_ENV, "1")
+    out = int8_mod.export_int8(model, full_range=True)
     versions = {m.version for m in out.modules() if m._get_name() == "DynamicQuantizedLinear"}
     assert versions == {3} and out.config.ltp_quantization["int8_activations"] == "8-bit"
-    default = {m.version for m in Q.export_int8(model).modules() if m._get_name() == "DynamicQuantizedLinear"}
+    default = {m.version for m in int8_mod.export_int8(model).modules() if m._get_name() == "DynamicQuantizedLinear"}
     assert 3 not in default
 
 
 def test_cli_eval_int8_full_range_refused_before_loading(monkeypatch, tmp_path, capsys):
     from ltprune.cli import main
 
-    monkeypatch.setenv(Q.CPU_KIND_ENV, "0")
+    monkeypatch.setenv(int8_mod.CPU_KIND_ENV, "0")
     code = main(["eval", "--model", str(tmp_path / "nothing-here"), "--task", "rotten_tomatoes",
                  "--output-dir", str(tmp_path / "out"), "--int8-full-range"])
     assert code == 2 and "AVX512-VNNI" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 
 import ltprune
 from ltprune import report
+from ltprune.cli import report as report_cli
 from ltprune.experiments import per_example
 
 from conftest import offline_model_dir
@@ -135,7 +136,7 @@ def test_report_structure(run_dir, tokenizer):
 
 def test_report_cli_pairs_and_fallbacks(run_dir, tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    report.register(parser.add_subparsers(dest="command", required=True))
+    report_cli.register(parser.add_subparsers(dest="command", required=True))
     texts = tmp_path / "texts.txt"
     texts.write_text("A dog runs in the park.\tAn animal is outside.\n\nshort one\n")
     out = tmp_path / "page.html"

@@ -9,6 +9,7 @@ import pytest
 
 import ltprune
 from ltprune import sweep
+from ltprune.cli import sweep as sweep_cli
 from ltprune.training import StageArgs
 
 from conftest import save_tiny_classifier, write_reviews_csv
@@ -89,7 +90,7 @@ def test_plot_and_table(swept, capsys):
     assert set(table[task]) == {"unpruned", "ltp", "topk", "manual", "lat"}
     # the CLI's report-only mode
     parser = argparse.ArgumentParser()
-    sweep.register(parser.add_subparsers(dest="command"))
+    sweep_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "--table", "--output-dir", str(swept)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -118,7 +119,7 @@ def test_table1_by_hand():
 
 def test_cli_finetune_then_sweep(tiny_dir, csv_task, tmp_path):
     parser = argparse.ArgumentParser()
-    sweep.register(parser.add_subparsers(dest="command"))
+    sweep_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "--method", "topk", "--knobs", "0.0", "--finetune", "--model", str(tiny_dir),
                               "--task", str(csv_task), "--output-dir", str(tmp_path), "--max-steps", "2",
                               "--batch-size", "8", "--threads", "1", "--lr", "1e-3"])

@@ -29,9 +29,9 @@ from .engine import STATIC_RERUNS
 from .errors import ConfigError
 from .evaluation import flops_reduction
 from .fastpath import GraphRunner, plan_capacity
+from .int8 import int8_throughput
 from .loading import load_tokenizer
 from .patch import configure, get_config, get_thresholds, patch, set_mode, set_thresholds
-from .quantization import int8_throughput
 from .resources import offline_model_dir
 from .timing import time_variants, time_variants_per_item
 

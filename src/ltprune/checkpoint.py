@@ -20,7 +20,8 @@ from torch import nn
 from .config import LTPConfig
 from .errors import CheckpointError, ConfigError, UnsupportedModelError
 from .models import supported_classes
-from .patch import CONFIG_KEY, THRESHOLDS, _validate_thresholds, get_thresholds, patch, set_thresholds
+from .names import CONFIG_KEY, THRESHOLDS
+from .patch import _validate_thresholds, get_thresholds, patch, set_thresholds
 from .quantization import restore_quantization
 
 

@@ -7,14 +7,15 @@ written is found before data and model are loaded, not when the results are save
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
+from .names import STAGES as TRAIN_STAGES
 
 #: The training stages, in the only order they can run.
-TRAIN_STAGES = ("finetune", "soft", "hard")
 
 
 def check_output_dir(path, option: str = "--output-dir") -> Path:
@@ -110,3 +111,15 @@ def check_readable_file(path, option: str) -> Path:
     if not os.access(file, os.R_OK):
         raise ConfigError(f"{option} {file}: not readable")
     return file
+
+
+def parse_floats(text: str | None, option: str) -> list[float] | None:
+    if text is None or not str(text).strip():
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be a comma list of numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{option} must be a comma list of finite numbers, got {text!r}")
+    return values

@@ -27,7 +27,7 @@ from torch import nn
 
 from .checkpoint import from_pretrained
 from .errors import CheckpointError, ConfigError, LTPError
-from .patch import CONFIG_KEY
+from .names import CONFIG_KEY, QA_SUFFIX
 from .quantization import _record_ranges, baked_state_dict, has_fake_quant_weights, quantize_model
 from .trainer import LTPTrainer
 
@@ -173,7 +173,7 @@ class DistillTrainer(QuantAwareTrainer):
 
 
 def _head(class_name: str) -> str:
-    for suffix in ("ForSequenceClassification", "ForImageClassification", "ForQuestionAnswering"):
+    for suffix in ("ForSequenceClassification", "ForImageClassification", QA_SUFFIX):
         if class_name.endswith(suffix):
             return suffix
     return "Model"
@@ -214,7 +214,7 @@ def load_teacher(path, student: nn.Module | None = None) -> nn.Module:
 def prepare_quantized_training(model: nn.Module, args) -> tuple[type | None, dict | None]:
     """Apply ``--quantize*`` to ``model`` (in place) and load the ``--distill-from`` teacher.
 
-    ``args``: anything with the attributes of the ``ltprune train`` quantization options (``options.add_quantization_options``) (missing ones count as
+    ``args``: anything with the attributes of the ``ltprune train`` quantization options (``ltprune.cli.options.add_quantization_options``) (missing ones count as
     unset). Returns ``(trainer_cls, trainer_kwargs)`` for :func:`ltprune.training.run_stage`,
     ``(None, None)`` when nothing was asked.
     """

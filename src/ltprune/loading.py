@@ -16,7 +16,8 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForSequenceClassif
 from .checkpoint import _safetensors_ok, from_pretrained
 from .config import LTPConfig
 from .errors import CheckpointError, ConfigError
-from .patch import CONFIG_KEY, patch
+from .names import CONFIG_KEY
+from .patch import patch
 from .patch import reset_thresholds as reset
 
 

@@ -27,10 +27,9 @@ from .config import MODES, LTPConfig
 from .engine import Capture, LTPRecords, run_encoder
 from .errors import CheckpointError, ConfigError, LTPError, UnsupportedModelError
 from .models import find_adapter
+from .names import CONFIG_KEY, THRESHOLDS, is_qa_class  # noqa: F401 (CONFIG_KEY, THRESHOLDS: re-exported)
 from .pruning import init_thresholds
 
-THRESHOLDS = "ltp_thresholds"
-CONFIG_KEY = "ltp_config"
 class _LTPState:
     """Per-model bookkeeping (not a Module: nothing here is saved except through the config)."""
 
@@ -159,7 +158,7 @@ def _check_lengths(config: LTPConfig, num_layers: int) -> None:
 
 
 def _is_qa(model) -> bool:
-    return type(model).__name__.endswith("ForQuestionAnswering")
+    return is_qa_class(type(model).__name__)
 
 
 def _init_weights(module, target):

@@ -19,8 +19,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from . import __version__, checkpoint, data
 from .errors import ConfigError, LTPError
+from .loading import load_tokenizer
+from .names import CONFIG_KEY, is_qa_class
+from .qa import read_squad_json
+from .sweep import format_table1, load_points, table1
 
 log = logging.getLogger("ltprune")
 
@@ -79,7 +85,7 @@ def find_checkpoint(run_dir) -> Path | None:
     finals = []
     for config in run_dir.rglob("final/config.json"):
         try:
-            if "ltp_config" not in json.loads(config.read_text()):
+            if CONFIG_KEY not in json.loads(config.read_text()):
                 continue
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
@@ -176,11 +182,9 @@ def legend_html(num_layers: int) -> str:
 def prune_tokens(model, tokenizer, texts, max_length: int = 256) -> list[dict]:
     """Run ``model`` (hard pruning, eval) on each text; per text its tokens with character spans,
     the layer that removed each (``pruned_at``; num_layers = kept) and the prediction."""
-    import torch
-
     model.eval()
     device = next(model.parameters()).device
-    is_qa = type(model).__name__.endswith("ForQuestionAnswering")
+    is_qa = is_qa_class(type(model).__name__)
     id2label = getattr(model.config, "id2label", None) or {}
     out = []
     for item in texts:
@@ -258,8 +262,6 @@ def pick_texts(dataset, num: int) -> list:
 
 def _texts_from_folder(run_dir: Path, num: int):
     """The task named by the folder's metrics.json, when it loads (offline names, local paths)."""
-    from .data import load_task
-
     for path in sorted(run_dir.rglob("metrics.json"), key=lambda p: len(p.parts)):
         try:
             task = json.loads(path.read_text()).get("task")
@@ -268,7 +270,7 @@ def _texts_from_folder(run_dir: Path, num: int):
         if not task or task == "squad_v2":
             continue
         try:
-            dsd, _ = load_task(task)
+            dsd, _ = data.load_task(task)
         except Exception:  # not loadable from here (a custom file's stem, no hub): try the next
             continue
         split = dsd["validation"] if "validation" in dsd else dsd["train"]
@@ -301,8 +303,6 @@ def build_report(run_dir, output=None, *, model=None, texts=None, task=None, dat
     summary = metrics_table(run_dir)
     points = run_dir / "points.json"
     if points.is_file():
-        from .sweep import format_table1, load_points, table1
-
         try:
             summary += "<h3>Table 1 (lowest FLOPs within 1 point)</h3><pre>" + \
                        html.escape(format_table1(table1(load_points(run_dir)))) + "</pre>"
@@ -329,7 +329,6 @@ def build_report(run_dir, output=None, *, model=None, texts=None, task=None, dat
 
     sections.append(_token_section(run_dir, model, texts, task, data_kwargs, squad_file, num_examples, max_length))
 
-    from . import __version__
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     heading = html.escape(title or f"ltprune report: {run_dir.resolve().name}")
@@ -352,14 +351,10 @@ def _token_section(run_dir, model, texts, task, data_kwargs, squad_file, num_exa
                        "</section>")
     source = "the given texts"
     if texts is None and task is not None:
-        from .data import load_task
-
-        dsd, _ = load_task(task, **(data_kwargs or {}))
+        dsd, _ = data.load_task(task, **(data_kwargs or {}))
         texts = pick_texts(dsd["validation"] if "validation" in dsd else dsd["train"], num_examples)
         source = f"dev texts of {task}"
     if texts is None and squad_file is not None:
-        from .qa import read_squad_json
-
         ds = read_squad_json(squad_file)
         idx = np.linspace(0, len(ds) - 1, min(num_examples, len(ds))).round().astype(int)
         texts = [(ds[int(i)]["question"], ds[int(i)]["context"]) for i in dict.fromkeys(idx.tolist())]
@@ -369,11 +364,9 @@ def _token_section(run_dir, model, texts, task, data_kwargs, squad_file, num_exa
     if not texts:
         return head + ("<p>No texts to show: pass <code>--task</code>, <code>--texts-file</code> or "
                        "<code>--squad-file</code>.</p></section>")
-    from .checkpoint import from_pretrained
-    from .training import load_tokenizer
 
     try:
-        net = from_pretrained(ckpt, mode="hard")
+        net = checkpoint.from_pretrained(ckpt, mode="hard")
         tokenizer = load_tokenizer(str(ckpt))
         entries = prune_tokens(net, tokenizer, list(texts)[:num_examples], max_length)
     except (LTPError, TypeError, ValueError) as exc:  # e.g. an image model: the rest of the page stands
@@ -395,46 +388,5 @@ def _token_section(run_dir, model, texts, task, data_kwargs, squad_file, num_exa
 # --------------------------------------------------------------------------------------------
 
 
-def register(subparsers) -> None:
-    """Add ``ltprune report RUN_DIR`` to the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "report", help="one self-contained HTML page with a run folder's plots, tables and pruned tokens",
-        description="Gather a run folder's plots (embedded as data URIs), tables and metrics into one HTML "
-                    "page, and show for a few dev texts where each token was pruned.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--output", help="the HTML file (default: RUN_DIR/report.html)")
-    p.add_argument("--model", help="checkpoint to shade tokens with (default: RUN_DIR/**/hard/final)")
-    p.add_argument("--texts-file", help="texts to shade, one per line (a tab separates a text pair)")
-    p.add_argument("--squad-file", help="for a QA checkpoint: questions and contexts from a SQuAD v2 JSON file")
-    p.add_argument("--num-examples", type=int, default=4)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--title")
-    g = p.add_argument_group("dev texts from a task")
-    g.add_argument("--task", help="rotten_tomatoes, a GLUE task, a CSV/JSONL file or folder")
-    g.add_argument("--data-dir")
-    g.add_argument("--text-column")
-    g.add_argument("--text-pair-column")
-    g.add_argument("--label-column")
-    g.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_report)
-
-
-def cmd_report(a) -> int:
-    texts = None
-    if a.texts_file:
-        try:
-            lines = Path(a.texts_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LTPError(f"cannot read {a.texts_file}: {exc}") from None
-        texts = [tuple(line.split("\t", 1)) if "\t" in line else line for line in lines if line.strip()]
-    data_kwargs = dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
-                       label_column=a.label_column, seed=a.seed)
-    path = build_report(a.run_dir, a.output, model=a.model, texts=texts, task=a.task, data_kwargs=data_kwargs,
-                        squad_file=a.squad_file, num_examples=a.num_examples, max_length=a.max_length,
-                        title=a.title)
-    print(f"wrote {path}")
-    return 0
-
-
 __all__ = ["build_report", "find_plots", "find_checkpoint", "prune_tokens", "tokens_html", "legend_html",
-           "layer_colors", "markdown_to_html", "metrics_table", "pick_texts", "data_uri", "register", "cmd_report"]
+           "layer_colors", "markdown_to_html", "metrics_table", "pick_texts", "data_uri"]

@@ -24,21 +24,27 @@ import math
 import os
 from pathlib import Path
 
-from .config import LTPConfig
+from . import checkpoint, data, evaluation, loading, training
+from .baselines import lat
+from .baselines.lat import configure_length
+from .baselines.manual import configure_manual
+from .baselines.topk import configure_topk
+from .checks import parse_floats
+from .config import LTPConfig, StageArgs
+from .data import subsample
 from .errors import ConfigError, LTPError
+from .evaluation import evaluate
+from .loading import load_tokenizer
+from .names import DONE, STAGE_NAMES
+from .names import SWEEP_KNOBS as DEFAULT_KNOBS  # (sweep.DEFAULT_KNOBS, sweep.METHODS: their names here)
+from .names import SWEEP_METHODS as METHODS
+from .patch import configured, get_config, get_thresholds, set_mode
 from .runs import write_json_atomic
+from .training import complete_checkpoints
 
 log = logging.getLogger("ltprune")
 
-METHODS = ("ltp", "topk", "manual", "lat")
 KNOB_NAMES = {"ltp": "lambda", "topk": "final keep ratio", "manual": "final threshold", "lat": "FLOPs target"}
-DEFAULT_KNOBS = {
-    "ltp": [0.01, 0.05, 0.1, 0.2, 0.4],            # paper: 0.001 to 0.4
-    "topk": [0.75, 0.5, 0.25, 0.0, -0.5, -1.0],    # paper: 1.0 down to -1.0
-    "manual": [0.001, 0.002, 0.005, 0.01, 0.02],   # METHOD §9: sweep below 0.01 too
-    "lat": [0.9, 0.75, 0.6, 0.5, 0.4],
-}
-STAGE_NAMES = ("finetune", "soft", "hard", "lengthdrop")
 POINTS = "points.json"
 UNPRUNED = "unpruned"
 
@@ -105,9 +111,6 @@ class _Context:
 
     def __init__(self, model, task, output_dir, ltp, stage_args, data_kwargs, max_length,
                  eval_batch_size, search_kwargs, length_drop_prob):
-        from .data import load_task, tokenize_task
-        from .training import StageArgs, load_tokenizer
-
         self.model_path = str(model)
         self.output_dir = Path(output_dir)
         self.ltp = ltp or LTPConfig()
@@ -119,48 +122,39 @@ class _Context:
         self.eval_batch_size = eval_batch_size
         self.search_kwargs = dict(search_kwargs or {})
         self.length_drop_prob = length_drop_prob
-        dsd, self.info = load_task(task, **(data_kwargs or {}))
+        dsd, self.info = data.load_task(task, **(data_kwargs or {}))
         if "validation" not in dsd:
             raise LTPError(f"task {task!r} has no validation split to evaluate on")
         self.tokenizer = load_tokenizer(self.model_path)
-        self.data = tokenize_task(dsd, self.tokenizer, self.info, max_length)
+        self.data = data.tokenize_task(dsd, self.tokenizer, self.info, max_length)
         self.pad_id = self.tokenizer.pad_token_id
 
     def load(self, path=None, ltp: LTPConfig | None = None):
         """A fresh patched copy of the checkpoint, thresholds at their initial schedule."""
-        from .training import load_model
-
         ltp = ltp or self.ltp
         # an ltprune checkpoint brings the thresholds it was saved with: start every point alike
-        return load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
+        return loading.load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
                           reset_thresholds=True, label_names=self.info.label_names)
 
     def stage(self, model, stage: str, run_dir: Path, args_name: str | None = None):
         """Run one stage unless it already finished (then load its result); returns the model."""
-        from .checkpoint import from_pretrained
-        from .training import DONE, complete_checkpoints, run_stage, subsample
-
         args = self.stage_args[args_name or stage]
         if (run_dir / "final" / DONE).is_file():
             log.warning("sweep: %s already done in %s, loading it", stage, run_dir)
-            return from_pretrained(run_dir / "final")
+            return checkpoint.from_pretrained(run_dir / "final")
         eval_ds = subsample(self.data["validation"], args.max_eval_examples_during_training, args.seed)
         resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        run_stage(model, self.tokenizer, self.data["train"], eval_ds, self.info, stage, run_dir, args, resume)
+        training.run_stage(model, self.tokenizer, self.data["train"], eval_ds, self.info, stage, run_dir, args, resume)
         return model
 
     def evaluate(self, model, run_dir: Path) -> dict:
-        from .evaluation import evaluate, write_metrics
-
         result = evaluate(model, self.data["validation"], self.info, self.pad_id, self.eval_batch_size)
-        write_metrics(result, run_dir)
+        evaluation.write_metrics(result, run_dir)
         return result
 
 
 def _finetune(ctx: _Context) -> str:
     """Fine-tune the base checkpoint once (output_dir/finetune); returns the checkpoint to sweep from."""
-    from .training import DONE
-
     run_dir = ctx.output_dir / "finetune"
     if not (run_dir / "final" / DONE).is_file():
         ctx.stage(ctx.load(), "finetune", run_dir)
@@ -168,8 +162,6 @@ def _finetune(ctx: _Context) -> str:
 
 
 def _unpruned_point(ctx: _Context) -> dict:
-    from .patch import set_mode
-
     model = ctx.load()
     set_mode(model, "off")
     run_dir = ctx.output_dir / UNPRUNED
@@ -177,8 +169,6 @@ def _unpruned_point(ctx: _Context) -> dict:
 
 
 def _ltp_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
-    from .patch import get_thresholds
-
     model = ctx.load(ltp=ctx.ltp.replace(lambda_=float(knob), method="threshold", keep_ratios=None,
                                          keep_lengths=None))
     model = ctx.stage(model, "soft", run_dir / "soft")
@@ -188,17 +178,11 @@ def _ltp_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
 
 
 def _topk_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
-    from .baselines.topk import configure_topk
-    from .patch import get_config
-
     model = ctx.stage(configure_topk(ctx.load(), knob), "hard", run_dir / "hard")
     return _point("topk", knob, ctx.evaluate(model, run_dir), run_dir, keep_ratios=get_config(model).keep_ratios)
 
 
 def _manual_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
-    from .baselines.manual import configure_manual
-    from .patch import get_thresholds
-
     if knob < 0:
         raise ConfigError(f"manual final threshold must be >= 0, got {knob}")
     model = ctx.stage(configure_manual(ctx.load(), knob), "hard", run_dir / "hard")
@@ -208,33 +192,25 @@ def _manual_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
 
 def _lengthdrop_model(ctx: _Context):
     """The one LengthDrop model of the sweep (trained once, then loaded)."""
-    from .baselines.lat import run_lengthdrop
-    from .checkpoint import from_pretrained
-    from .patch import set_mode
-    from .training import DONE, complete_checkpoints, subsample
-
     run_dir = ctx.output_dir / "lat" / "lengthdrop"
     if (run_dir / "final" / DONE).is_file():
-        model = from_pretrained(run_dir / "final")
+        model = checkpoint.from_pretrained(run_dir / "final")
     else:
         model = ctx.load()
         args = ctx.stage_args["lengthdrop"]
         eval_ds = subsample(ctx.data["validation"], args.max_eval_examples_during_training, args.seed)
         resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        run_lengthdrop(model, ctx.tokenizer, ctx.data["train"], eval_ds, ctx.info, run_dir, args,
+        lat.run_lengthdrop(model, ctx.tokenizer, ctx.data["train"], eval_ds, ctx.info, run_dir, args,
                        length_drop_prob=ctx.length_drop_prob, resume=resume)
     set_mode(model, "off")
     return model
 
 
 def _lat_point(ctx: _Context, model, knob: float, run_dir: Path) -> dict:
-    from .baselines.lat import configure_length, search_length_config
-    from .patch import configured
-
     if not 0 < knob:
         raise ConfigError(f"LAT FLOPs target must be > 0, got {knob}")
     kwargs = {"length_drop_prob": ctx.length_drop_prob, "batch_size": ctx.eval_batch_size, **ctx.search_kwargs}
-    best = search_length_config(model, ctx.data["validation"], ctx.info, ctx.pad_id, float(knob),
+    best = lat.search_length_config(model, ctx.data["validation"], ctx.info, ctx.pad_id, float(knob),
                                 state_file=run_dir / "search.json", **kwargs)
     with configured(model):
         configure_length(model, best["keep_lengths"])
@@ -403,116 +379,11 @@ def plot_sweep(output_dir, path=None) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
-
 
 def parse_knobs(text: str | None) -> list[float] | None:
     """``--knobs`` as floats (None when absent)."""
-    from .options import parse_floats
-
     return parse_floats(text, "--knobs")
 
 
-def register(subparsers) -> None:
-    """Add ``ltprune sweep`` to the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "sweep", help="accuracy-FLOPs curves: LTP vs top-k, manual thresholds and LAT",
-        description="Train and evaluate one point per knob value (LTP: lambda; topk: final keep ratio; "
-                    "manual: final threshold; lat: FLOPs target), append them to OUTPUT_DIR/points.json "
-                    "(points already there are reused: rerun to resume), then plot curve.png and print "
-                    "Table 1 (lowest FLOPs within 1 point of the unpruned model).")
-    p.add_argument("--method", choices=[*METHODS, "all"], default="all")
-    p.add_argument("--model", help="checkpoint fine-tuned on the task (or a base one with --finetune)")
-    p.add_argument("--finetune", action="store_true", help="fine-tune --model first (once, in OUTPUT_DIR/finetune)")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--knobs", help="comma list (one --method only; a list that starts with a negative "
-                   "value needs '=': --knobs=-1,-3); defaults: " +
-                   "; ".join(f"{m} {','.join(f'{v:g}' for v in DEFAULT_KNOBS[m])}" for m in METHODS))
-    p.add_argument("--table", action="store_true",
-                   help="only print Table 1 and plot from OUTPUT_DIR/points.json (no training)")
-    g = p.add_argument_group("data")
-    g.add_argument("--task", help="rotten_tomatoes, imdb, a GLUE task or a CSV/JSONL file or folder")
-    g.add_argument("--data-dir")
-    g.add_argument("--text-column")
-    g.add_argument("--text-pair-column")
-    g.add_argument("--label-column")
-    g.add_argument("--max-train-examples", type=int)
-    g.add_argument("--max-eval-examples", type=int)
-    g.add_argument("--max-length", type=int)
-    g.add_argument("--seed", type=int, default=0, help="seed of the data splits")
-    g = p.add_argument_group("LTP (lambda is the knob)")
-    g.add_argument("--final-threshold", type=float, default=0.01)
-    g.add_argument("--temperature", type=float, default=1e-3)
-    g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
-    g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
-    g.add_argument("--layout", choices=["packed", "padded"], default="packed")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=float, default=1.0, help="default epochs of every stage")
-    g.add_argument("--lr", type=float, default=2e-5, help="default learning rate of every stage")
-    for stage in STAGE_NAMES:
-        g.add_argument(f"--{stage}-epochs", type=float)
-        g.add_argument(f"--{stage}-lr", type=float)
-        g.add_argument(f"--{stage}-max-steps", type=int)
-    g.add_argument("--threshold-lr", type=float)
-    g.add_argument("--max-steps", type=int, default=-1,
-                   help="stop each stage after this many steps (-1 or 0: train for --epochs)")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--eval-batch-size", type=int, default=64)
-    g.add_argument("--save-steps", type=int)
-    g.add_argument("--logging-steps", type=int, default=50)
-    g.add_argument("--train-seed", type=int, default=42)
-    g.add_argument("--threads", type=int, help="torch threads per process")
-    g = p.add_argument_group("LAT")
-    g.add_argument("--length-drop-prob", type=float, default=0.2)
-    g.add_argument("--population", type=int, default=12)
-    g.add_argument("--generations", type=int, default=6)
-    g.add_argument("--search-seed", type=int, default=0)
-    p.set_defaults(func=cmd_sweep)
-
-
-def _first(value, default):
-    return default if value is None else value
-
-
-def cmd_sweep(a) -> int:
-    from .training import StageArgs, set_threads
-
-    output_dir = Path(a.output_dir)
-    if not a.table:
-        if not a.model or not a.task:
-            raise ConfigError("ltprune sweep needs --model and --task (or --table to only report)")
-        knobs = parse_knobs(a.knobs)
-        if knobs is not None and a.method == "all":
-            raise ConfigError("--knobs applies to one --method; with --method all each uses its defaults")
-        set_threads(a.threads)
-        stage_args = {
-            stage: StageArgs(learning_rate=getattr(a, f"{stage}_lr") or a.lr, threshold_lr=a.threshold_lr,
-                             epochs=getattr(a, f"{stage}_epochs") or a.epochs,
-                             max_steps=_first(getattr(a, f"{stage}_max_steps"), a.max_steps),
-                             batch_size=a.batch_size, eval_batch_size=a.eval_batch_size, save_steps=a.save_steps,
-                             logging_steps=a.logging_steps, seed=a.train_seed,
-                             max_eval_examples_during_training=a.max_eval_examples)
-            for stage in STAGE_NAMES}
-        ltp = LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature,
-                        score_normalization=a.score_normalization, soft_mask=a.soft_mask, layout=a.layout)
-        data_kwargs = dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
-                           label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
-                           max_eval_examples=a.max_eval_examples)
-        run_sweep(a.method, a.model, a.task, output_dir, knobs, finetune=a.finetune, ltp=ltp,
-                  stage_args=stage_args, data_kwargs=data_kwargs, max_length=a.max_length,
-                  eval_batch_size=a.eval_batch_size, length_drop_prob=a.length_drop_prob,
-                  search_kwargs={"population": a.population, "generations": a.generations, "seed": a.search_seed})
-    points = load_points(output_dir)
-    if not points:
-        raise LTPError(f"{output_dir / POINTS}: no points yet; run the sweep first")
-    table = table1(points)
-    (output_dir / "table1.json").write_text(json.dumps(table, indent=1))
-    print(format_table1(table))
-    print(f"wrote {plot_sweep(output_dir)}")
-    return 0
-
-
 __all__ = ["METHODS", "DEFAULT_KNOBS", "run_sweep", "load_points", "find_point", "table1", "format_table1",
-           "plot_sweep", "register", "cmd_sweep", "parse_knobs"]
+           "plot_sweep", "parse_knobs"]

@@ -41,14 +41,13 @@ from .distill import prepare_quantized_training
 from .errors import CheckpointError, ConfigError, LTPError
 from .loading import check_model_source, load_model, load_tokenizer
 from .metrics import compute_metrics
+from .names import DONE, KEEP_BEST, STAGE_MODES, STAGES  # noqa: F401 (DONE, STAGES: re-exported)
 from .patch import get_thresholds, set_mode, write_model_card
 from .quantization import bops_for
 from .trainer import LTPTrainer, StageProgress, ThresholdLogger
 
 log = logging.getLogger("ltprune")
 
-STAGES = ("finetune", "soft", "hard")
-DONE = "ltprune_stage.json"
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
@@ -69,12 +68,6 @@ def complete_checkpoints(folder: Path) -> list[Path]:
             continue
         found.append((int(match.group(1)), path))
     return [p for _, p in sorted(found)]
-
-
-#: The mode each stage trains in, and whether it keeps its best dev checkpoint. ``lengthdrop``
-#: is LAT's training (baselines/lat.py), which brings its own Trainer subclass.
-STAGE_MODES = {"finetune": "off", "soft": "soft", "hard": "hard", "lengthdrop": "off"}
-KEEP_BEST = ("hard", "lengthdrop")
 
 
 def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir, args: StageArgs,
@@ -191,7 +184,7 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
     ``output_dir/metrics.json`` sums the run up and ``output_dir/ltprune_run.json`` records what
     it was started with (see ``ltprune.runs``: a folder holding results needs ``resume`` or
     ``overwrite``, and ``resume`` continues only the same run). Returns {stage: dev metrics}.
-    ``quantization``: the options of ``options.add_quantization_options`` (quantization-aware
+    ``quantization``: the options of ``cli.options.add_quantization_options`` (quantization-aware
     training, distillation).
     """
     if isinstance(stages, str) or not stages:

@@ -16,18 +16,20 @@ and ``lengths.png`` (Fig. 1: one panel per task).
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .. import data
+from ..data import GLUE_TASKS, OFFLINE_TASKS
 from ..errors import ConfigError, LTPError
+from ..loading import load_tokenizer
+from ..metrics import canonical_task_name
 from ..runs import write_json_atomic
-
 
 def token_lengths(dataset, tokenizer, has_pair: bool, batch_size: int = 1000) -> np.ndarray:
     """Untruncated token lengths (special tokens included) of a ``load_task`` split."""
-    import warnings
-
     out = []
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start:start + batch_size]
@@ -89,9 +91,6 @@ def length_distributions(tasks, tokenizer, output_dir, *, data_kwargs: dict | No
     ``tokenizer``: a tokenizer or a model folder / hub name to load one from. Returns and writes
     {"tokenizer", "bins", "smoothing", "tasks": {task name: compare_lengths(...)}}.
     """
-    from ..data import GLUE_TASKS, OFFLINE_TASKS, load_task
-    from ..metrics import canonical_task_name
-
     if isinstance(tasks, str):
         tasks = [tasks]
     if not tasks:
@@ -101,26 +100,24 @@ def length_distributions(tasks, tokenizer, output_dir, *, data_kwargs: dict | No
         name = "/".join(Path(name).resolve().parts[-2:])
     name = name or type(tokenizer).__name__
     if isinstance(tokenizer, (str, Path)):
-        from ..training import load_tokenizer
-
         tokenizer = load_tokenizer(str(tokenizer))
     results = {}
     for task in tasks:
         kwargs = dict(data_kwargs or {})
         if canonical_task_name(str(task)) not in GLUE_TASKS + OFFLINE_TASKS:
             kwargs.pop("data_dir", None)  # a folder of GLUE data means nothing to a custom file
-        dsd, info = load_task(task, **kwargs)
+        dsd, info = data.load_task(task, **kwargs)
         if "train" not in dsd or "validation" not in dsd:
             raise LTPError(f"task {task!r} needs a train and a validation split")
         lengths = {s: token_lengths(dsd[s], tokenizer, info.has_pair) for s in ("train", "validation")}
         results[info.name] = compare_lengths(lengths["train"], lengths["validation"], bins, smoothing)
-    data = {"tokenizer": name, "bins": bins, "smoothing": smoothing, "kl": "KL(dev || train), nats",
-            "tasks": results}
+    summary = {"tokenizer": name, "bins": bins, "smoothing": smoothing, "kl": "KL(dev || train), nats",
+               "tasks": results}
     output_dir = Path(output_dir)
-    write_json_atomic(output_dir / "lengths.json", data)
-    (output_dir / "lengths.md").write_text(format_table2(data) + "\n")
-    plot_lengths(data, output_dir / "lengths.png")
-    return data
+    write_json_atomic(output_dir / "lengths.json", summary)
+    (output_dir / "lengths.md").write_text(format_table2(summary) + "\n")
+    plot_lengths(summary, output_dir / "lengths.png")
+    return summary
 
 
 def format_table2(data: dict) -> str:
@@ -177,36 +174,5 @@ def plot_lengths(data: dict, path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def register(subparsers) -> None:
-    """Add ``lengths`` (Table 2, Fig. 1) to the subparsers of ``ltprune experiment``."""
-    p = subparsers.add_parser(
-        "lengths", help="Table 2 / Fig. 1: train vs dev token-length histograms and their KL divergence",
-        description="Token lengths of the train and dev splits of each task, histograms on shared bins "
-                    "(smoothed), KL(dev||train) with scipy's entropy; lengths.json, lengths.md, lengths.png.")
-    p.add_argument("--task", required=True, action="append",
-                   help="a task name or path (repeat, or a comma list): rotten_tomatoes, sst2, a CSV folder...")
-    p.add_argument("--model", required=True, help="the tokenizer to count with (a model folder or hub name)")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--bins", type=int, default=40)
-    p.add_argument("--smoothing", type=float, default=0.5, help="pseudo-count added to every bin")
-    p.add_argument("--data-dir", help="GLUE data root (holding SST-2/, QQP/, ...) for GLUE tasks")
-    p.add_argument("--max-train-examples", type=int)
-    p.add_argument("--max-eval-examples", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_lengths)
-
-
-def cmd_lengths(a) -> int:
-    tasks = [t.strip() for item in a.task for t in item.split(",") if t.strip()]
-    data = length_distributions(tasks, a.model, a.output_dir,
-                                data_kwargs=dict(data_dir=a.data_dir, seed=a.seed,
-                                                 max_train_examples=a.max_train_examples,
-                                                 max_eval_examples=a.max_eval_examples),
-                                bins=a.bins, smoothing=a.smoothing)
-    print(format_table2(data))
-    print(f"wrote {Path(a.output_dir) / 'lengths.json'}, lengths.md and lengths.png")
-    return 0
-
-
 __all__ = ["token_lengths", "shared_bins", "smoothed_histogram", "kl_divergence", "compare_lengths",
-           "length_distributions", "format_table2", "plot_lengths", "register", "cmd_lengths"]
+           "length_distributions", "format_table2", "plot_lengths"]

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import DataError, LTPError
 from ..runs import write_json_atomic
 
+
 EXAMPLES = "examples.jsonl"
 
 
@@ -213,33 +214,5 @@ def per_example_report(eval_dirs, output_dir=None, labels=None) -> dict:
     return data
 
 
-def register(subparsers) -> None:
-    """Add ``per-example`` (Fig. A.2, A.3) to the subparsers of ``ltprune experiment``."""
-    p = subparsers.add_parser(
-        "per-example", help="Fig. A.2 / A.3: tokens kept per layer vs length; length of correct vs wrong",
-        description="Plots from the examples.jsonl of one or more eval folders (ltprune eval writes it): "
-                    "kept_per_layer.png, length_correct.png and per_example.json.")
-    p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR")
-    p.add_argument("--output-dir", help="where to write (default: the first EVAL_DIR)")
-    p.add_argument("--labels", help="comma list of panel names, one per EVAL_DIR")
-    p.set_defaults(func=cmd_per_example)
-
-
-def cmd_per_example(a) -> int:
-    labels = [s.strip() for s in a.labels.split(",")] if a.labels else None
-    data = per_example_report(a.eval_dirs, a.output_dir, labels)
-    for name, run in data["runs"].items():
-        k, b = run["kept_per_layer"], run["length_bias"]
-        line = f"{name}: {k['num_examples']} examples, mean length {k['mean_length']}, mean tokens per layer " \
-               f"{k['mean_tokens_per_layer']}"
-        if b is not None:
-            line += f"; mean length correct {b['mean_length_correct']} vs wrong {b['mean_length_wrong']} " \
-                    f"(Mann-Whitney p {b['mannwhitney_p']})"
-        print(line)
-    out = Path(a.output_dir or a.eval_dirs[0])
-    print(f"wrote {out / 'kept_per_layer.png'}, length_correct.png and per_example.json")
-    return 0
-
-
 __all__ = ["read_examples", "correctness", "kept_per_layer_stats", "length_bias_stats", "plot_kept_per_layer",
-           "plot_length_correct", "per_example_report", "register", "cmd_per_example"]
+           "plot_length_correct", "per_example_report"]

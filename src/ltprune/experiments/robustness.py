@@ -32,10 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LTPConfig
+from .. import checkpoint, data, evaluation, loading, training
+from ..baselines import lat
+from ..baselines.lat import configure_length, length_config_flops
+from ..config import LTPConfig, StageArgs
+from ..data import subsample
 from ..errors import ConfigError, LTPError
-from ..options import STAGE_NAMES
+from ..evaluation import evaluate
+from ..loading import load_tokenizer
+from ..names import DONE, STAGE_NAMES
+from ..patch import configured, get_dims, set_mode
 from ..runs import write_json_atomic
+from ..training import complete_checkpoints
 
 log = logging.getLogger("ltprune")
 
@@ -67,9 +75,6 @@ class _Run:
     """Data, buckets and settings shared by every model of the experiment."""
 
     def __init__(self, model, task, output_dir, ltp, stage_args, data_kwargs, max_length, eval_batch_size):
-        from ..data import load_task, tokenize_task
-        from ..training import StageArgs, load_tokenizer
-
         self.output_dir = Path(output_dir)
         self.model_path = str(model)
         self.ltp = ltp or LTPConfig()
@@ -78,18 +83,18 @@ class _Run:
             raise ConfigError(f"unknown stages in stage_args: {sorted(unknown)} (known: {', '.join(STAGE_NAMES)})")
         self.stage_args = {s: StageArgs() for s in STAGE_NAMES} | dict(stage_args or {})
         self.eval_batch_size = eval_batch_size
-        dsd, self.info = load_task(task, **(data_kwargs or {}))
+        dsd, self.info = data.load_task(task, **(data_kwargs or {}))
         if "validation" not in dsd:
             raise LTPError(f"task {task!r} has no validation split to evaluate on")
         self.tokenizer = load_tokenizer(self.model_path)
         self.pad_id = self.tokenizer.pad_token_id
-        data = tokenize_task(dsd, self.tokenizer, self.info, max_length)
-        dev = data["validation"]
+        tokenized = data.tokenize_task(dsd, self.tokenizer, self.info, max_length)
+        dev = tokenized["validation"]
         split = length_buckets([len(ids) for ids in dev["input_ids"]])
         self.q2, self.q3 = split["q2"], split["q3"]
         self.buckets = {name: dev.select(idx) for name, idx in split["indices"].items()}
-        train_len = np.array([len(ids) for ids in data["train"]["input_ids"]])
-        self.train = data["train"].select(np.flatnonzero(train_len <= self.q2).tolist())
+        train_len = np.array([len(ids) for ids in tokenized["train"]["input_ids"]])
+        self.train = tokenized["train"].select(np.flatnonzero(train_len <= self.q2).tolist())
         if len(self.train) == 0:
             raise LTPError(f"no training example is as short as the dev median ({self.q2:g} tokens)")
         if len(self.buckets["~Q2"]) == 0:
@@ -103,38 +108,31 @@ class _Run:
 
     def load(self, path=None, lambda_=None):
         """A fresh patched copy of a checkpoint, thresholds at their initial schedule."""
-        from ..training import load_model
-
         ltp = self.ltp if lambda_ is None else self.ltp.replace(lambda_=float(lambda_), method="threshold",
                                                                  keep_ratios=None, keep_lengths=None)
-        return load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
+        return loading.load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
                           reset_thresholds=True, label_names=self.info.label_names)
 
     def stage(self, model, stage: str, run_dir: Path):
         """Run one stage on the short training examples (selected on ~Q2) unless it is done."""
-        from ..checkpoint import from_pretrained
-        from ..training import DONE, complete_checkpoints, run_stage, subsample
-
         if (run_dir / "final" / DONE).is_file():
             log.warning("robustness: %s already done in %s, loading it", stage, run_dir)
-            return from_pretrained(run_dir / "final")
+            return checkpoint.from_pretrained(run_dir / "final")
         args = self.stage_args[stage]
         eval_ds = subsample(self.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
         resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        run_stage(model, self.tokenizer, self.train, eval_ds, self.info, stage, run_dir, args, resume)
+        training.run_stage(model, self.tokenizer, self.train, eval_ds, self.info, stage, run_dir, args, resume)
         return model
 
     def evaluate(self, model, run_dir: Path) -> dict:
         """Metric and FLOPs on each bucket (None for an empty one); records written per bucket."""
-        from ..evaluation import evaluate, write_metrics
-
         out = {}
         for name, ds in self.buckets.items():
             if len(ds) == 0:
                 out[name] = None
                 continue
             result = evaluate(model, ds, self.info, self.pad_id, self.eval_batch_size)
-            write_metrics(result, run_dir / BUCKET_DIRS[name])
+            evaluation.write_metrics(result, run_dir / BUCKET_DIRS[name])
             out[name] = {"metric": result["metric"], "relative_flops": result["relative_flops"],
                          "gflops": result["gflops"], "baseline_gflops": result["baseline_gflops"],
                          "n": result["num_examples"], "tokens_kept_per_layer": result["tokens_kept_per_layer"]}
@@ -193,8 +191,6 @@ def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "
                 len(run.train), run.meta["train_examples"]["total"],
                 {k: v["n"] for k, v in run.meta["buckets"].items()})
     if finetune:
-        from ..training import DONE
-
         ft_dir = output_dir / "finetune"
         if not (ft_dir / "final" / DONE).is_file():
             run.stage(run.load(), "finetune", ft_dir)
@@ -204,8 +200,6 @@ def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "
         return _find(_load(output_dir).get("rows", []), method, knob)
 
     if done("unpruned", None) is None:
-        from ..patch import set_mode
-
         _save_row(output_dir, run.meta, {"method": "unpruned", "knob": None,
                                          "buckets": run.evaluate(set_mode(run.load(), "off"), output_dir / "unpruned")})
     for lam in lambdas:
@@ -234,20 +228,15 @@ def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "
 
 def _lengthdrop_model(run: _Run, output_dir: Path, length_drop_prob: float):
     """LAT's one LengthDrop model, trained on the short examples (once, then loaded)."""
-    from ..baselines.lat import run_lengthdrop
-    from ..checkpoint import from_pretrained
-    from ..patch import set_mode
-    from ..training import DONE, complete_checkpoints, subsample
-
     run_dir = output_dir / "lat" / "lengthdrop"
     if (run_dir / "final" / DONE).is_file():
-        model = from_pretrained(run_dir / "final")
+        model = checkpoint.from_pretrained(run_dir / "final")
     else:
         model = run.load()
         args = run.stage_args["lengthdrop"]
         eval_ds = subsample(run.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
         resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        run_lengthdrop(model, run.tokenizer, run.train, eval_ds, run.info, run_dir, args,
+        lat.run_lengthdrop(model, run.tokenizer, run.train, eval_ds, run.info, run_dir, args,
                        length_drop_prob=length_drop_prob, resume=resume)
     return set_mode(model, "off")
 
@@ -255,9 +244,6 @@ def _lengthdrop_model(run: _Run, output_dir: Path, length_drop_prob: float):
 def _lat_row(run: _Run, model, lam: float, target: float, run_dir: Path, length_drop_prob: float,
              search_kwargs: dict) -> dict:
     """Search one length configuration on ~Q2 under ``target`` FLOPs, then evaluate every bucket."""
-    from ..baselines.lat import configure_length, length_config_flops, search_length_config
-    from ..patch import configured, get_dims
-
     short = run.buckets["~Q2"]
     dims = get_dims(model)
     least = length_config_flops([1] * dims.num_layers, [len(x) for x in short["input_ids"]], dims.hidden,
@@ -267,7 +253,7 @@ def _lat_row(run: _Run, model, lam: float, target: float, run_dir: Path, length_
                     target, least)
     goal = max(float(target), least)
     kwargs = {"length_drop_prob": length_drop_prob, "batch_size": run.eval_batch_size, **search_kwargs}
-    best = search_length_config(model, short, run.info, run.pad_id, goal, state_file=run_dir / "search.json",
+    best = lat.search_length_config(model, short, run.info, run.pad_id, goal, state_file=run_dir / "search.json",
                                 **kwargs)
     with configured(model):
         configure_length(model, best["keep_lengths"])
@@ -352,58 +338,4 @@ def plot_robustness(data: dict, path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def register(subparsers) -> None:
-    """Add ``robustness`` (Table 3) to the subparsers of ``ltprune experiment``."""
-    from ..options import add_data_options, add_ltp_options, add_stage_options
-
-    p = subparsers.add_parser(
-        "robustness", help="Table 3: train on inputs shorter than the dev median, evaluate by length bucket",
-        description="Train LTP (one model per lambda) and LAT (one LengthDrop model, one search per lambda, "
-                    "matched to LTP's FLOPs on the ~Q2 bucket) on the training examples no longer than the "
-                    "dev median, then evaluate each on the dev buckets ~Q2, Q2~Q3 and Q3~. Writes "
-                    "robustness.json, robustness.md and robustness.png; rerun to resume.")
-    p.add_argument("--model", help="checkpoint fine-tuned on the task (or a base one with --finetune)")
-    p.add_argument("--finetune", action="store_true",
-                   help="fine-tune --model first, on the short training examples only")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--lambdas", default="0.1", help="comma list; one LTP and one matched LAT model each")
-    p.add_argument("--methods", default="ltp,lat", help="ltp or ltp,lat")
-    p.add_argument("--table", action="store_true", help="only print the table from OUTPUT_DIR (no training)")
-    add_data_options(p, required=False)
-    add_ltp_options(p, with_lambda=False)
-    add_stage_options(p)
-    g = p.add_argument_group("LAT")
-    g.add_argument("--length-drop-prob", type=float, default=0.2)
-    g.add_argument("--population", type=int, default=12)
-    g.add_argument("--generations", type=int, default=6)
-    g.add_argument("--search-seed", type=int, default=0)
-    p.set_defaults(func=cmd_robustness)
-
-
-def cmd_robustness(a) -> int:
-    from ..training import set_threads
-    from ..options import data_kwargs, ltp_from_args, parse_floats, stage_args_from_args
-
-    output_dir = Path(a.output_dir)
-    if a.table:
-        data = _load(output_dir)
-        if not data:
-            raise LTPError(f"{output_dir / RESULTS}: no results yet; run the experiment first")
-    else:
-        if not a.model or not a.task:
-            raise ConfigError("ltprune experiment robustness needs --model and --task (or --table)")
-        set_threads(a.threads)
-        data = run_robustness(a.model, a.task, output_dir, parse_floats(a.lambdas, "--lambdas"),
-                              methods=[m.strip() for m in a.methods.split(",") if m.strip()], finetune=a.finetune,
-                              ltp=ltp_from_args(a), stage_args=stage_args_from_args(a), data_kwargs=data_kwargs(a),
-                              max_length=a.max_length, eval_batch_size=a.eval_batch_size,
-                              length_drop_prob=a.length_drop_prob,
-                              search_kwargs={"population": a.population, "generations": a.generations,
-                                             "seed": a.search_seed})
-    print(format_table3(data))
-    print(f"wrote {output_dir / RESULTS}, robustness.md and robustness.png")
-    return 0
-
-
-__all__ = ["BUCKETS", "length_buckets", "run_robustness", "format_table3", "plot_robustness", "register",
-           "cmd_robustness"]
+__all__ = ["BUCKETS", "length_buckets", "run_robustness", "format_table3", "plot_robustness"]

@@ -1,15 +1,11 @@
 """Command-line options shared by the commands (train, sweep, the experiments, qa) and their
 translation into the library's dataclasses (``LTPConfig``, ``StageArgs``), so every command spells
-the LTP settings, the stage hyperparameters and the data options the same way. Torch-free."""
+the LTP settings, the stage hyperparameters and the data options the same way."""
 
 from __future__ import annotations
 
-import math
-
-from .config import LTPConfig, StageArgs
-from .errors import ConfigError
-
-STAGE_NAMES = ("finetune", "soft", "hard", "lengthdrop")
+from ..config import LTPConfig, StageArgs
+from ..names import STAGE_NAMES
 
 
 def add_data_options(p, required: bool = True) -> None:
@@ -99,17 +95,5 @@ def stage_args_from_args(a, stages=STAGE_NAMES) -> dict:
                          logging_steps=a.logging_steps, seed=a.train_seed,
                          max_eval_examples_during_training=a.max_eval_examples)
             for s in stages}
-
-
-def parse_floats(text: str | None, option: str) -> list[float] | None:
-    if text is None or not str(text).strip():
-        return None
-    try:
-        values = [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} must be a comma list of numbers, got {text!r}") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"{option} must be a comma list of finite numbers, got {text!r}")
-    return values
 
 

@@ -17,11 +17,15 @@ import sys
 import warnings
 from pathlib import Path
 
-from .checks import (TRAIN_STAGES, check_at_least, check_model_path, check_output_dir, check_threads,
+from ..checks import (TRAIN_STAGES, check_at_least, check_model_path, check_output_dir, check_threads,
                      parse_choices, parse_int_list, parse_stages)
-from .errors import ConfigError, LTPError
-from .options import (add_data_options, add_ltp_options, add_quantization_options, add_stage_options,
-                      data_kwargs, ltp_from_args, stage_args_from_args)
+from ..errors import ConfigError, LTPError
+from .experiments import register as register_experiments
+from .options import (add_data_options, add_ltp_options, add_quantization_options, add_stage_options, data_kwargs,
+                      ltp_from_args, stage_args_from_args)
+from .qa import register_qa
+from .report import register as register_report
+from .sweep import register as register_sweep
 
 BENCH_PARTS = ("throughput", "decision", "overhead", "probs", "int8")
 BENCH_CONFIGS = ("minilm", "bert-base", "vit-base")
@@ -40,7 +44,7 @@ def cmd_train(a) -> int:
     ltp, stage_args = ltp_from_args(a), stage_args_from_args(a, stages)
     if a.resume and a.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run or replace it")
-    from .training import set_threads, train
+    from ..training import set_threads, train
 
     set_threads(a.threads)
     results = train(a.model, a.task, a.output_dir, stages=stages, ltp=ltp, stage_args=stage_args,
@@ -57,11 +61,11 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     if a.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
-    from .checkpoint import from_pretrained
-    from .data import load_task, tokenize_task
-    from .evaluation import evaluate, write_metrics
-    from .patch import configure, set_mode
-    from .training import load_tokenizer, set_threads
+    from ..checkpoint import from_pretrained
+    from ..data import load_task, tokenize_task
+    from ..evaluation import evaluate, write_metrics
+    from ..patch import configure, set_mode
+    from ..training import load_tokenizer, set_threads
 
     set_threads(a.threads)
     model = from_pretrained(a.model)
@@ -71,7 +75,7 @@ def cmd_eval(a) -> int:
         configure(model, layout=a.layout)
     device = "auto"
     if a.int8 or a.int8_full_range:
-        from .quantization import export_int8
+        from ..int8 import export_int8
 
         model, device = export_int8(model, full_range=a.int8_full_range), "cpu"  # int8 kernels run on the CPU
     tokenizer = load_tokenizer(a.model)
@@ -82,11 +86,11 @@ def cmd_eval(a) -> int:
     tokenized = tokenize_task(type(dsd)({a.split: dsd[a.split]}), tokenizer, info, a.max_length)
     result = evaluate(model, tokenized[a.split], info, tokenizer.pad_token_id, a.batch_size,
                       progress=sys.stderr.isatty(), device=device)
-    from .quantization import bops_for
+    from ..quantization import bops_for
 
     result.update(bops_for(model, result))  # BOPs beside FLOPs for a quantized checkpoint
     if device == "cpu":
-        from .quantization import cpu_int8_kind
+        from ..int8 import cpu_int8_kind
 
         result["int8"] = {"activations": "8-bit" if a.int8_full_range else "7-bit", "cpu_kernels": cpu_int8_kind()}
     public = {k: v for k, v in result.items() if not k.startswith("_")}
@@ -103,13 +107,13 @@ def cmd_eval(a) -> int:
 def check_eval_machine(a) -> None:
     """What no input can fix comes first: this CPU's int8 kernels would saturate."""
     if a.int8_full_range:
-        from .quantization import check_full_range
+        from ..int8 import check_full_range
 
         check_full_range()
 
 
 def cmd_demo(a) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(a.output_dir, quick=a.quick, threads=a.threads, resume=a.resume)
     return 0
@@ -142,9 +146,9 @@ def cmd_predict(a) -> int:
         texts += read_texts_file(a.file)
     if not texts:
         raise LTPError("no texts to predict")
-    from .inference import _check_texts, predict
-    from .checkpoint import from_pretrained
-    from .training import load_tokenizer, set_threads
+    from ..inference import _check_texts, predict
+    from ..checkpoint import from_pretrained
+    from ..training import load_tokenizer, set_threads
 
     _check_texts(texts)  # an empty argument is refused before the model loads
     set_threads(a.threads)
@@ -168,7 +172,7 @@ def cmd_bench(a) -> int:
     check_at_least(a.max_examples, "--max-examples")
     if not 0 < a.target_flops <= 1:
         raise ConfigError(f"--target-flops must lie in (0, 1], got {a.target_flops}")
-    from .bench import markdown, run_bench
+    from ..bench import markdown, run_bench
 
     results = run_bench(a.output_dir, model_path=a.model, task=a.task, configs=configs, batch_sizes=batch_sizes,
                         target=a.target_flops, repeats=a.repeats, max_examples=a.max_examples, threads=a.threads,
@@ -378,11 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time stock and LTP through the same CUDA-graph runner (needs --device cuda)")
     p.set_defaults(func=cmd_bench, model_kind="checkpoint folder")
 
-    from .experiments import register as register_experiments
-    from .qa import register as register_qa
-    from .report import register as register_report
-    from .sweep import register as register_sweep
-
     register_sweep(sub)
     register_experiments(sub)
     register_qa(sub)
@@ -477,6 +476,3 @@ def main(argv=None) -> int:
     finally:
         warnings.formatwarning = formatwarning
 
-
-if __name__ == "__main__":
-    sys.exit(main())
