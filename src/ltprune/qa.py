@@ -16,19 +16,19 @@ import math
 import os
 from pathlib import Path
 
-from . import checkpoint, training
+from . import training
 from .config import LTPConfig, StageArgs
 from .data import subsample
 from .errors import ConfigError, DataError, LTPError
+from .experiments.runner import cached_stage, finished
 from .loading import load_tokenizer
-from .names import DONE, STAGES
+from .names import STAGES
 from .patch import get_thresholds, reset_thresholds, set_mode, set_thresholds
 from .pruning import init_thresholds
 from .runs import write_json_atomic
 from .tasks.squad import (TASK_NAME, QATrainer, _trainer_metrics, compute_exact, compute_f1, evaluate_qa,
                           load_qa_model, load_squad, normalize_answer, postprocess, predict_features, prepare_features,
                           qa_info, read_squad_json, squad_v2_metrics, tokenize_squad, write_qa_metrics)
-from .training import complete_checkpoints
 
 log = logging.getLogger("ltprune")
 
@@ -72,18 +72,17 @@ class _QAData:
         return result
 
     def stage(self, model, stage, run_dir: Path, args, resume: bool = False):
-        if (run_dir / "final" / DONE).is_file():
-            log.warning("qa: %s already done in %s, loading it", stage, run_dir)
-            return checkpoint.from_pretrained(run_dir / "final")
-        eval_idx = subsample(self.examples["validation"], args.max_eval_examples_during_training, args.seed)
-        eval_features = self.features["validation"]
-        if len(eval_idx) < len(self.examples["validation"]):
-            ids = set(eval_idx["id"])
-            eval_features = eval_features.filter(lambda r: r["example_id"] in ids)
-        resume = resume or (bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False)
-        run_qa_stage(model, self.tokenizer, self.features["train"], eval_idx, eval_features, stage, run_dir,
-                     args, resume)
-        return model
+        def run(resume):
+            eval_idx = subsample(self.examples["validation"], args.max_eval_examples_during_training, args.seed)
+            eval_features = self.features["validation"]
+            if len(eval_idx) < len(self.examples["validation"]):
+                ids = set(eval_idx["id"])
+                eval_features = eval_features.filter(lambda r: r["example_id"] in ids)
+            run_qa_stage(model, self.tokenizer, self.features["train"], eval_idx, eval_features, stage, run_dir,
+                         args, resume)
+            return model
+
+        return cached_stage("qa", stage, run_dir, run, resume)
 
 
 def _summary(result: dict) -> dict:
@@ -154,7 +153,7 @@ def run_qa_experiment(model, output_dir, lambdas=(0.01, 0.05, 0.1, 0.2), *, fine
     start = str(model)
     if finetune:
         run_dir = output_dir / "finetune"
-        if not (run_dir / "final" / DONE).is_file():
+        if not finished(run_dir):
             data.stage(load_qa_model(start, ltp), "finetune", run_dir, stage_args["finetune"])
         start = str(run_dir / "final")
 

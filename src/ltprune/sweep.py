@@ -24,7 +24,7 @@ import math
 import os
 from pathlib import Path
 
-from . import checkpoint, data, evaluation, loading, training
+from . import data, evaluation, loading, training
 from .baselines import lat
 from .baselines.lat import configure_length
 from .baselines.manual import configure_manual
@@ -34,13 +34,13 @@ from .config import LTPConfig, StageArgs
 from .data import subsample
 from .errors import ConfigError, LTPError
 from .evaluation import evaluate
+from .experiments.runner import cached_stage, finished, lengthdrop_model
 from .loading import load_tokenizer
-from .names import DONE, STAGE_NAMES
+from .names import STAGE_NAMES
 from .names import SWEEP_KNOBS as DEFAULT_KNOBS  # (sweep.DEFAULT_KNOBS, sweep.METHODS: their names here)
 from .names import SWEEP_METHODS as METHODS
 from .patch import configured, get_config, get_thresholds, set_mode
 from .runs import write_json_atomic
-from .training import complete_checkpoints
 
 log = logging.getLogger("ltprune")
 
@@ -139,13 +139,14 @@ class _Context:
     def stage(self, model, stage: str, run_dir: Path, args_name: str | None = None):
         """Run one stage unless it already finished (then load its result); returns the model."""
         args = self.stage_args[args_name or stage]
-        if (run_dir / "final" / DONE).is_file():
-            log.warning("sweep: %s already done in %s, loading it", stage, run_dir)
-            return checkpoint.from_pretrained(run_dir / "final")
-        eval_ds = subsample(self.data["validation"], args.max_eval_examples_during_training, args.seed)
-        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        training.run_stage(model, self.tokenizer, self.data["train"], eval_ds, self.info, stage, run_dir, args, resume)
-        return model
+
+        def run(resume):
+            eval_ds = subsample(self.data["validation"], args.max_eval_examples_during_training, args.seed)
+            training.run_stage(model, self.tokenizer, self.data["train"], eval_ds, self.info, stage, run_dir, args,
+                               resume)
+            return model
+
+        return cached_stage("sweep", stage, run_dir, run)
 
     def evaluate(self, model, run_dir: Path) -> dict:
         result = evaluate(model, self.data["validation"], self.info, self.pad_id, self.eval_batch_size)
@@ -156,7 +157,7 @@ class _Context:
 def _finetune(ctx: _Context) -> str:
     """Fine-tune the base checkpoint once (output_dir/finetune); returns the checkpoint to sweep from."""
     run_dir = ctx.output_dir / "finetune"
-    if not (run_dir / "final" / DONE).is_file():
+    if not finished(run_dir):
         ctx.stage(ctx.load(), "finetune", run_dir)
     return str(run_dir / "final")
 
@@ -188,22 +189,6 @@ def _manual_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
     model = ctx.stage(configure_manual(ctx.load(), knob), "hard", run_dir / "hard")
     thresholds = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
     return _point("manual", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds)
-
-
-def _lengthdrop_model(ctx: _Context):
-    """The one LengthDrop model of the sweep (trained once, then loaded)."""
-    run_dir = ctx.output_dir / "lat" / "lengthdrop"
-    if (run_dir / "final" / DONE).is_file():
-        model = checkpoint.from_pretrained(run_dir / "final")
-    else:
-        model = ctx.load()
-        args = ctx.stage_args["lengthdrop"]
-        eval_ds = subsample(ctx.data["validation"], args.max_eval_examples_during_training, args.seed)
-        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        lat.run_lengthdrop(model, ctx.tokenizer, ctx.data["train"], eval_ds, ctx.info, run_dir, args,
-                       length_drop_prob=ctx.length_drop_prob, resume=resume)
-    set_mode(model, "off")
-    return model
 
 
 def _lat_point(ctx: _Context, model, knob: float, run_dir: Path) -> dict:
@@ -272,7 +257,9 @@ def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: boo
             run_dir = output_dir / m / knob_dirname(knob)
             log.warning("sweep: %s %s=%g -> %s", m, KNOB_NAMES[m], knob, run_dir)
             if m == "lat":
-                lat_model = lat_model if lat_model is not None else _lengthdrop_model(ctx)
+                lat_model = lat_model if lat_model is not None else lengthdrop_model(
+                    ctx.load, ctx.tokenizer, ctx.data["train"], ctx.data["validation"], ctx.info, ctx.output_dir,
+                    ctx.stage_args["lengthdrop"], ctx.length_drop_prob)
                 point = _lat_point(ctx, lat_model, knob, run_dir)
             else:
                 point = {"ltp": _ltp_point, "topk": _topk_point, "manual": _manual_point}[m](ctx, knob, run_dir)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint, data, evaluation, loading, training
+from .. import data, evaluation, loading, training
 from ..baselines import lat
 from ..baselines.lat import configure_length, length_config_flops
 from ..config import LTPConfig, StageArgs
@@ -40,10 +40,10 @@ from ..data import subsample
 from ..errors import ConfigError, LTPError
 from ..evaluation import evaluate
 from ..loading import load_tokenizer
-from ..names import DONE, STAGE_NAMES
+from ..names import STAGE_NAMES
 from ..patch import configured, get_dims, set_mode
 from ..runs import write_json_atomic
-from ..training import complete_checkpoints
+from .runner import cached_stage, finished, lengthdrop_model
 
 log = logging.getLogger("ltprune")
 
@@ -115,14 +115,13 @@ class _Run:
 
     def stage(self, model, stage: str, run_dir: Path):
         """Run one stage on the short training examples (selected on ~Q2) unless it is done."""
-        if (run_dir / "final" / DONE).is_file():
-            log.warning("robustness: %s already done in %s, loading it", stage, run_dir)
-            return checkpoint.from_pretrained(run_dir / "final")
-        args = self.stage_args[stage]
-        eval_ds = subsample(self.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
-        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        training.run_stage(model, self.tokenizer, self.train, eval_ds, self.info, stage, run_dir, args, resume)
-        return model
+        def run(resume):
+            args = self.stage_args[stage]
+            eval_ds = subsample(self.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
+            training.run_stage(model, self.tokenizer, self.train, eval_ds, self.info, stage, run_dir, args, resume)
+            return model
+
+        return cached_stage("robustness", stage, run_dir, run)
 
     def evaluate(self, model, run_dir: Path) -> dict:
         """Metric and FLOPs on each bucket (None for an empty one); records written per bucket."""
@@ -192,7 +191,7 @@ def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "
                 {k: v["n"] for k, v in run.meta["buckets"].items()})
     if finetune:
         ft_dir = output_dir / "finetune"
-        if not (ft_dir / "final" / DONE).is_file():
+        if not finished(ft_dir):
             run.stage(run.load(), "finetune", ft_dir)
         run.model_path = str(ft_dir / "final")
 
@@ -215,7 +214,9 @@ def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "
         for lam in lambdas:
             if done("lat", lam) is not None:
                 continue
-            lat_model = lat_model if lat_model is not None else _lengthdrop_model(run, output_dir, length_drop_prob)
+            lat_model = lat_model if lat_model is not None else lengthdrop_model(
+                run.load, run.tokenizer, run.train, run.buckets["~Q2"], run.info, output_dir, run.stage_args["lengthdrop"],
+                length_drop_prob)
             target = done("ltp", lam)["buckets"]["~Q2"]["relative_flops"]
             _save_row(output_dir, run.meta, _lat_row(run, lat_model, lam, target, output_dir / "lat" / f"{lam:g}",
                                                      length_drop_prob, search_kwargs or {}))
@@ -224,21 +225,6 @@ def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "
     (output_dir / "robustness.md").write_text(format_table3(data) + "\n")
     plot_robustness(data, output_dir / "robustness.png")
     return data
-
-
-def _lengthdrop_model(run: _Run, output_dir: Path, length_drop_prob: float):
-    """LAT's one LengthDrop model, trained on the short examples (once, then loaded)."""
-    run_dir = output_dir / "lat" / "lengthdrop"
-    if (run_dir / "final" / DONE).is_file():
-        model = checkpoint.from_pretrained(run_dir / "final")
-    else:
-        model = run.load()
-        args = run.stage_args["lengthdrop"]
-        eval_ds = subsample(run.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
-        resume = bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False
-        lat.run_lengthdrop(model, run.tokenizer, run.train, eval_ds, run.info, run_dir, args,
-                       length_drop_prob=length_drop_prob, resume=resume)
-    return set_mode(model, "off")
 
 
 def _lat_row(run: _Run, model, lam: float, target: float, run_dir: Path, length_drop_prob: float,
