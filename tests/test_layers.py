@@ -27,6 +27,7 @@ OPTIONAL = {
     "torch.ao.quantization": "imported inside a warnings filter: it warns at import that it is deprecated",
     "torch.ao.quantization.observer": "as torch.ao.quantization",
     "fcntl": "POSIX only (the run-folder lock)",
+    "sentence_transformers": "the embedding task's extra (pip install ltprune[embedding]); a clear error without it",
 }
 #: The command line (argparse lives there only) imports the library module a command runs when
 #: the command runs, after checking its input: ``--help`` and a typo cost no torch import.

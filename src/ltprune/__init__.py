@@ -26,8 +26,9 @@ _LAZY = {
     "LTPRecords": "engine",
     "supported_classes": "models",
     "from_pretrained": "checkpoint",
-    **{name: "patch" for name in ("get_config", "get_thresholds", "is_patched", "patch",
+    **{name: "patch" for name in ("get_config", "get_thresholds", "is_patched",
                                   "set_mode", "set_thresholds", "write_model_card")},
+    "patch": "api",  # the function; the submodule ltprune.patch is the core's installer
 }
 
 __all__ = [

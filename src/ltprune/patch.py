@@ -78,6 +78,9 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     model prunes without touching its parameters, use :func:`configure` / :func:`configured`.
     Supported classes: ``ltprune.supported_classes()``.
     """
+    if _is_sentence_transformer(model):  # the embedding task's (a layer above): ltprune.patch routes it
+        raise UnsupportedModelError("a SentenceTransformer is patched by ltprune.patch (or "
+                                    "ltprune.embedding.patch_sentence_transformer), not ltprune.patch.patch")
     config = LTPConfig() if config is None else config
     if not isinstance(config, LTPConfig):
         raise ConfigError(f"config must be an ltprune.LTPConfig, got {type(config).__name__}")
@@ -131,7 +134,9 @@ def configure(model: nn.Module, config: LTPConfig | None = None, /, **changes) -
     _check_lengths(config, state.dims.num_layers)
     state.config = config
     get_thresholds(model).requires_grad_(config.mode == "soft")
-    model.config.ltp_config = config.to_dict()
+    # The base model's config (the model's own for a transformers model; the encoder's inside a
+    # SentenceTransformer, which has no config of its own to save).
+    state.base.config.ltp_config = config.to_dict()
     return model
 
 
@@ -148,6 +153,12 @@ def configured(model: nn.Module, **changes):
     finally:
         configure(model, before)
         get_thresholds(model).requires_grad_(trainable)
+
+
+def _is_sentence_transformer(model) -> bool:
+    """A ``SentenceTransformer`` (by class name: sentence-transformers is an optional extra)."""
+    return any(c.__name__ == "SentenceTransformer" and c.__module__.startswith("sentence_transformers")
+               for c in type(model).__mro__)
 
 
 def _check_lengths(config: LTPConfig, num_layers: int) -> None:
@@ -184,6 +195,17 @@ def _capture_mask(module, args, kwargs):
     slot = _pass(state)
     slot["mask"] = mask
     slot["records"] = None
+
+
+def begin_pass(model, attention_mask) -> None:
+    """Hand the engine the padding mask of the next pass, for callers that run ``model.forward``
+    directly and so skip the module hooks (sentence-transformers' ``Transformer`` module does)."""
+    _capture_mask(model, (), {"attention_mask": attention_mask})
+
+
+def take_records(model) -> LTPRecords | None:
+    """The records of the last pass run by ``model.forward`` directly (see ``begin_pass``)."""
+    return _pass(_state(model)).pop("records", None)
 
 
 def _capture_qa_labels(model, args, kwargs):

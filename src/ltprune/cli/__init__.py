@@ -20,6 +20,7 @@ from pathlib import Path
 from ..checks import (TRAIN_STAGES, check_at_least, check_model_path, check_output_dir, check_threads,
                      parse_choices, parse_int_list, parse_stages)
 from ..errors import ConfigError, LTPError
+from .embedding import add_embed_parser, add_parsers as add_embedding_parsers
 from .experiments import register as register_experiments
 from .options import (add_data_options, add_ltp_options, add_quantization_options, add_stage_options, data_kwargs,
                       ltp_from_args, stage_args_from_args)
@@ -359,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-tokens", action="store_true", help="list the tokens kept after each layer")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_predict, model_kind="checkpoint folder")
+
+    # the embedding task's commands (cli/embedding.py)
+    add_embedding_parsers(sub)
+    add_embed_parser(sub)
 
     p = sub.add_parser("bench", help="throughput, decision-cost and overhead benchmarks -> bench.json + plot",
                        description="Benchmarks measured side by side (interleaved, median of repeats).")
