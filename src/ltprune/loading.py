@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .checkpoint import _safetensors_ok, from_pretrained
+from . import checkpoint
+from .checkpoint import _safetensors_ok
 from .config import LTPConfig
 from .errors import CheckpointError, ConfigError
 from .names import CONFIG_KEY
@@ -51,20 +52,15 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
     and two same-seed runs from a base checkpoint (``ltprune demo``) gave different models.
     """
     path = Path(name_or_path)
-    config_file = path / "config.json"
     check_model_source(name_or_path)
-    if config_file.is_file() and CONFIG_KEY in json.loads(config_file.read_text()):
-        overrides = ltp.to_dict() if ltp is not None else {}
-        overrides.pop("mode", None)
-        model = from_pretrained(path, **overrides)
+    model = load_saved(name_or_path, ltp)
+    if model is not None:
         saved = getattr(model.config, "num_labels", num_labels)
         if saved != num_labels:
             raise ConfigError(f"{path} has a {saved}-label head; the task has {num_labels} labels")
         if reset_thresholds:
             reset(model)
     else:
-        if path.exists() and not config_file.is_file():
-            raise CheckpointError(f"{path}: not a model folder (no config.json)")
         try:
             hf_config = AutoConfig.from_pretrained(name_or_path)
         except (OSError, ValueError, KeyError) as exc:  # ValueError/KeyError: an unknown model_type
@@ -85,6 +81,22 @@ def load_model(name_or_path: str, num_labels: int, is_regression: bool, ltp: LTP
     if not is_regression:
         name_labels(model, label_names or [str(i) for i in range(num_labels)])
     return model
+
+
+def load_saved(name_or_path, ltp: LTPConfig | None = None):
+    """An ltprune checkpoint, ``ltp``'s settings over its own (not its mode: a checkpoint keeps the
+    mode it was saved in), or None when ``name_or_path`` is not one (a hub name or a plain
+    transformers folder, which the task loads with its own head). A folder without
+    ``config.json`` is refused. Every task's ``load_model`` starts here."""
+    path = Path(str(name_or_path))
+    config_file = path / "config.json"
+    if config_file.is_file() and CONFIG_KEY in json.loads(config_file.read_text()):
+        overrides = ltp.to_dict() if ltp is not None else {}
+        overrides.pop("mode", None)
+        return checkpoint.from_pretrained(path, **overrides)
+    if path.exists() and not config_file.is_file():
+        raise CheckpointError(f"{path}: not a model folder (no config.json)")
+    return None
 
 
 def name_labels(model, names) -> None:

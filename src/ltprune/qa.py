@@ -10,25 +10,22 @@ metric in ltprune.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from pathlib import Path
 
 from . import training
 from .config import LTPConfig, StageArgs
 from .data import subsample
 from .errors import ConfigError, DataError, LTPError
-from .experiments.runner import cached_stage, finished
+from .experiments.runner import Experiment, PointStore, finished
 from .loading import load_tokenizer
 from .names import STAGES
-from .patch import get_thresholds, reset_thresholds, set_mode, set_thresholds
-from .pruning import init_thresholds
-from .runs import write_json_atomic
-from .tasks.squad import (TASK_NAME, QATrainer, _trainer_metrics, compute_exact, compute_f1, evaluate_qa,
-                          load_qa_model, load_squad, normalize_answer, postprocess, predict_features, prepare_features,
-                          qa_info, read_squad_json, squad_v2_metrics, tokenize_squad, write_qa_metrics)
+from .patch import set_mode
+from .tasks.squad import (  # noqa: F401 (the task's names stay importable from here)
+                          TASK_NAME, SquadTask, compute_exact, compute_f1, evaluate_qa, load_qa_model, load_squad,
+                          normalize_answer, postprocess, predict_features, prepare_features, qa_info, read_squad_json,
+                          squad_v2_metrics, tokenize_squad, write_qa_metrics)
 
 log = logging.getLogger("ltprune")
 
@@ -45,44 +42,44 @@ def run_qa_stage(model, tokenizer, train_features, eval_examples, eval_features,
     """One LTP stage (finetune, soft, hard) on QA features through ``training.run_stage``."""
     if "start_positions" not in train_features.column_names:
         raise DataError("QA training features need start_positions / end_positions (prepare_features)")
-    return training.run_stage(model, tokenizer, train_features, eval_features, qa_info(), stage, output_dir, args, resume,
-                     trainer_cls=QATrainer,
-                     trainer_kwargs={"qa_metrics": _trainer_metrics(eval_examples, eval_features)})
+    return training.run_stage(model, tokenizer, train_features, eval_features, SquadTask(eval_examples), stage,
+                              output_dir, args, resume)
 
 
-class _QAData:
-    """Examples, features and tokenizer shared by the runs of a QA job."""
+class _QAData(Experiment):
+    """The runner of a QA job: questions (examples) and their features, the tokenizer; a stage
+    evaluates on a subsample of dev questions (and their features) while it trains."""
+
+    name = "qa"
 
     def __init__(self, model, data_file, dev_file, max_length, doc_stride, max_train_examples,
-                 max_eval_examples, need_train: bool = True):
-        self.tokenizer = load_tokenizer(str(model))
+                 max_eval_examples, need_train: bool = True, *, ltp: LTPConfig | None = None,
+                 stage_args: dict | None = None):
+        tokenizer = load_tokenizer(str(model))
         self.examples = load_squad(data_file, dev_file, max_train_examples=max_train_examples,
                                    max_eval_examples=max_eval_examples)
         if "validation" not in self.examples:
             raise DataError("question answering needs dev questions (--dev-file)")
         if need_train and "train" not in self.examples:
             raise DataError("training needs training questions (--data-file)")
-        self.features = tokenize_squad(self.examples, self.tokenizer, max_length, doc_stride)
-        self.pad_id = self.tokenizer.pad_token_id
+        task = SquadTask(self.examples["validation"])
+        self.features = task.prepare(self.examples, tokenizer, max_length, doc_stride)
+        super().__init__(task, tokenizer, self.features.get("train"), self.features["validation"], model_path=model,
+                         ltp=ltp, stage_args={s: StageArgs() for s in STAGES} | dict(stage_args or {}))
 
-    def evaluate(self, model, output_dir=None, **decode) -> dict:
-        result = evaluate_qa(model, self.examples["validation"], self.features["validation"], self.pad_id, **decode)
-        if output_dir is not None and int(os.environ.get("RANK", "0")) == 0:
-            write_qa_metrics(result, output_dir)
-        return result
+    def during_training(self, args):
+        if "start_positions" not in self.train.column_names:
+            raise DataError("QA training features need start_positions / end_positions (prepare_features)")
+        eval_idx = subsample(self.examples["validation"], args.max_eval_examples_during_training, args.seed)
+        eval_features = self.dev
+        if len(eval_idx) < len(self.examples["validation"]):
+            ids = set(eval_idx["id"])
+            eval_features = eval_features.filter(lambda r: r["example_id"] in ids)
+        return SquadTask(eval_idx), eval_features
 
-    def stage(self, model, stage, run_dir: Path, args, resume: bool = False):
-        def run(resume):
-            eval_idx = subsample(self.examples["validation"], args.max_eval_examples_during_training, args.seed)
-            eval_features = self.features["validation"]
-            if len(eval_idx) < len(self.examples["validation"]):
-                ids = set(eval_idx["id"])
-                eval_features = eval_features.filter(lambda r: r["example_id"] in ids)
-            run_qa_stage(model, self.tokenizer, self.features["train"], eval_idx, eval_features, stage, run_dir,
-                         args, resume)
-            return model
-
-        return cached_stage("qa", stage, run_dir, run, resume)
+    def evaluate(self, model, output_dir=None, *, batch_size: int = 64, **decode) -> dict:
+        task = SquadTask(self.examples["validation"], **decode)
+        return super().evaluate(model, output_dir, task=task, batch_size=batch_size)
 
 
 def _summary(result: dict) -> dict:
@@ -99,14 +96,12 @@ def train_qa(model_name_or_path, output_dir, *, data_file=None, dev_file=None, s
         raise ConfigError(f"stages must be a non-empty list of {', '.join(STAGES)}; got {list(stages)}")
     output_dir = Path(output_dir)
     data = _QAData(model_name_or_path, data_file, dev_file, max_length, doc_stride, max_train_examples,
-                   max_eval_examples)
-    model = load_qa_model(model_name_or_path, ltp)
-    if "soft" in stages:  # a new soft stage starts from the initial schedule, not saved thresholds
-        reset_thresholds(model)
+                   max_eval_examples, stage_args=stage_args)
+    # a new soft stage starts from the initial schedule, not saved thresholds
+    model = data.task.load_model(model_name_or_path, ltp, reset_thresholds="soft" in stages)
     results = {}
     for stage in stages:
-        args = (stage_args or {}).get(stage, StageArgs())
-        model = data.stage(model, stage, output_dir / stage, args, resume)
+        model = data.stage(model, stage, output_dir / stage, resume=resume)
         if stage == "finetune":
             set_mode(model, "off")
         results[stage] = _summary(data.evaluate(model, output_dir / stage))
@@ -116,15 +111,7 @@ def train_qa(model_name_or_path, output_dir, *, data_file=None, dev_file=None, s
 
 
 def _load_points(output_dir) -> list[dict]:
-    path = Path(output_dir) / POINTS
-    return json.loads(path.read_text()).get("points", []) if path.is_file() else []
-
-
-def _save_point(output_dir, point: dict) -> None:
-    points = [p for p in _load_points(output_dir)
-              if not (p["method"] == point["method"] and p.get("knob") == point.get("knob"))]
-    points.append(point)
-    write_json_atomic(Path(output_dir) / POINTS, {"points": points})
+    return PointStore(Path(output_dir) / POINTS).rows()
 
 
 def _point(method: str, knob, result: dict, run_dir: Path) -> dict:
@@ -148,36 +135,27 @@ def run_qa_experiment(model, output_dir, lambdas=(0.01, 0.05, 0.1, 0.2), *, fine
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ltp = ltp or LTPConfig()
-    stage_args = {s: StageArgs() for s in ("finetune", "soft", "hard")} | dict(stage_args or {})
-    data = _QAData(model, data_file, dev_file, max_length, doc_stride, max_train_examples, max_eval_examples)
-    start = str(model)
+    data = _QAData(model, data_file, dev_file, max_length, doc_stride, max_train_examples, max_eval_examples,
+                   ltp=ltp, stage_args=stage_args)
     if finetune:
         run_dir = output_dir / "finetune"
         if not finished(run_dir):
-            data.stage(load_qa_model(start, ltp), "finetune", run_dir, stage_args["finetune"])
-        start = str(run_dir / "final")
-
-    def fresh(lambda_=None):
-        cfg = ltp if lambda_ is None else ltp.replace(lambda_=lambda_)
-        m = load_qa_model(start, cfg)
-        set_thresholds(m, init_thresholds(get_thresholds(m).numel(), cfg.final_threshold))
-        return m
-
-    done = {(p["method"], p.get("knob")) for p in _load_points(output_dir)}
-    if ("unpruned", None) not in done:
-        m = set_mode(fresh(), "off")
-        _save_point(output_dir, _point("unpruned", None, data.evaluate(m, output_dir / "unpruned"),
-                                       output_dir / "unpruned"))
+            data.stage(data.task.load_model(str(model), ltp), "finetune", run_dir)
+        data.model_path = str(run_dir / "final")
+    points = PointStore(output_dir / POINTS)
+    if points.find("unpruned", None, TASK_NAME) is None:
+        m = set_mode(data.load(), "off")
+        points.add(_point("unpruned", None, data.evaluate(m, output_dir / "unpruned"), output_dir / "unpruned"))
     for lam in lambdas:
-        if ("ltp", lam) in done:
+        if points.find("ltp", lam, TASK_NAME) is not None:
             log.warning("qa experiment: lambda %g already in %s, reusing it", lam, POINTS)
             continue
         run_dir = output_dir / "ltp" / f"{lam:g}"
-        m = fresh(lam)
-        m = data.stage(m, "soft", run_dir / "soft", stage_args["soft"])
-        m = data.stage(m, "hard", run_dir / "hard", stage_args["hard"])
+        m = data.load(ltp=ltp.replace(lambda_=lam))
+        m = data.stage(m, "soft", run_dir / "soft")
+        m = data.stage(m, "hard", run_dir / "hard")
         point = _point("ltp", lam, data.evaluate(m, run_dir), run_dir)
-        _save_point(output_dir, point)
+        points.add(point)
         log.warning("qa experiment: lambda %g: F1 %.4f at %.3f relative FLOPs", lam, point["f1"],
                     point["relative_flops"])
     plot_qa(output_dir)

@@ -18,29 +18,24 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from pathlib import Path
 
-from . import data, evaluation, loading, training
 from .baselines import lat
 from .baselines.lat import configure_length
 from .baselines.manual import configure_manual
 from .baselines.topk import configure_topk
 from .checks import parse_floats
-from .config import LTPConfig, StageArgs
-from .data import subsample
+from .config import LTPConfig
 from .errors import ConfigError, LTPError
-from .evaluation import evaluate
-from .experiments.runner import cached_stage, finished, lengthdrop_model
-from .loading import load_tokenizer
-from .names import STAGE_NAMES
+from .experiments.runner import (Experiment, PointStore, classification_data, find_point, finished,
+                                 lengthdrop_model, stage_args_for)
+from .names import STAGE_NAMES  # noqa: F401 (sweep.STAGE_NAMES: the stages stage_args may name)
 from .names import SWEEP_KNOBS as DEFAULT_KNOBS  # (sweep.DEFAULT_KNOBS, sweep.METHODS: their names here)
 from .names import SWEEP_METHODS as METHODS
 from .patch import configured, get_config, get_thresholds, set_mode
-from .runs import write_json_atomic
 
 log = logging.getLogger("ltprune")
 
@@ -54,40 +49,12 @@ UNPRUNED = "unpruned"
 # --------------------------------------------------------------------------------------------
 
 
-def _same_knob(a, b) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-
-
 def load_points(output_dir) -> list[dict]:
-    path = Path(output_dir) / POINTS
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LTPError(f"{path}: unreadable JSON ({exc})") from None
-    return list(data.get("points", []))
-
-
-def _save_points(output_dir, points: list[dict]) -> None:
-    write_json_atomic(Path(output_dir) / POINTS, {"points": points})  # a kill never truncates it
-
-
-def find_point(points: list[dict], task: str, method: str, knob) -> dict | None:
-    for p in points:
-        if p.get("task") == task and p["method"] == method and _same_knob(p.get("knob"), knob):
-            return p
-    return None
+    return PointStore(Path(output_dir) / POINTS).rows()
 
 
 def _add_point(output_dir, point: dict) -> None:
-    points = [p for p in load_points(output_dir)
-              if not (p.get("task") == point["task"] and p["method"] == point["method"]
-                      and _same_knob(p.get("knob"), point["knob"]))]
-    points.append(point)
-    _save_points(output_dir, points)
+    PointStore(Path(output_dir) / POINTS).add(point)
 
 
 def _point(method: str, knob, result: dict, run_dir: Path, **extra) -> dict:
@@ -106,52 +73,21 @@ def knob_dirname(knob: float) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class _Context:
-    """What every point of a sweep shares: data, tokenizer, the fine-tuned checkpoint, settings."""
+class _Context(Experiment):
+    """What every point of a sweep shares: the runner's data, tokenizer, fine-tuned checkpoint and
+    settings, plus LAT's search settings."""
+
+    name = "sweep"
 
     def __init__(self, model, task, output_dir, ltp, stage_args, data_kwargs, max_length,
                  eval_batch_size, search_kwargs, length_drop_prob):
-        self.model_path = str(model)
+        stage_args = stage_args_for(stage_args)
+        kind, tokenizer, self.data = classification_data(model, task, data_kwargs, max_length)
+        super().__init__(kind, tokenizer, self.data["train"], self.data["validation"], model_path=model, ltp=ltp,
+                         stage_args=stage_args, eval_batch_size=eval_batch_size)
         self.output_dir = Path(output_dir)
-        self.ltp = ltp or LTPConfig()
-        self.stage_args = {name: StageArgs() for name in STAGE_NAMES}
-        unknown = set(stage_args or {}) - set(STAGE_NAMES)
-        if unknown:
-            raise ConfigError(f"unknown stages in stage_args: {sorted(unknown)} (known: {', '.join(STAGE_NAMES)})")
-        self.stage_args.update(stage_args or {})
-        self.eval_batch_size = eval_batch_size
         self.search_kwargs = dict(search_kwargs or {})
         self.length_drop_prob = length_drop_prob
-        dsd, self.info = data.load_task(task, **(data_kwargs or {}))
-        if "validation" not in dsd:
-            raise LTPError(f"task {task!r} has no validation split to evaluate on")
-        self.tokenizer = load_tokenizer(self.model_path)
-        self.data = data.tokenize_task(dsd, self.tokenizer, self.info, max_length)
-        self.pad_id = self.tokenizer.pad_token_id
-
-    def load(self, path=None, ltp: LTPConfig | None = None):
-        """A fresh patched copy of the checkpoint, thresholds at their initial schedule."""
-        ltp = ltp or self.ltp
-        # an ltprune checkpoint brings the thresholds it was saved with: start every point alike
-        return loading.load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
-                          reset_thresholds=True, label_names=self.info.label_names)
-
-    def stage(self, model, stage: str, run_dir: Path, args_name: str | None = None):
-        """Run one stage unless it already finished (then load its result); returns the model."""
-        args = self.stage_args[args_name or stage]
-
-        def run(resume):
-            eval_ds = subsample(self.data["validation"], args.max_eval_examples_during_training, args.seed)
-            training.run_stage(model, self.tokenizer, self.data["train"], eval_ds, self.info, stage, run_dir, args,
-                               resume)
-            return model
-
-        return cached_stage("sweep", stage, run_dir, run)
-
-    def evaluate(self, model, run_dir: Path) -> dict:
-        result = evaluate(model, self.data["validation"], self.info, self.pad_id, self.eval_batch_size)
-        evaluation.write_metrics(result, run_dir)
-        return result
 
 
 def _finetune(ctx: _Context) -> str:

@@ -40,10 +40,10 @@ from .device import set_threads
 from .distill import prepare_quantized_training
 from .errors import CheckpointError, ConfigError, LTPError
 from .loading import check_model_source, load_model, load_tokenizer
-from .metrics import compute_metrics
 from .names import DONE, KEEP_BEST, STAGE_MODES, STAGES  # noqa: F401 (DONE, STAGES: re-exported)
 from .patch import get_thresholds, set_mode, write_model_card
 from .quantization import bops_for
+from .tasks.classification import ClassificationTask, as_task
 from .trainer import LTPTrainer, StageProgress, ThresholdLogger
 
 log = logging.getLogger("ltprune")
@@ -72,7 +72,12 @@ def complete_checkpoints(folder: Path) -> list[Path]:
 
 def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir, args: StageArgs,
               resume: bool = False, *, trainer_cls=None, trainer_kwargs: dict | None = None) -> dict:
-    """Run one stage; the stage's final model is saved in ``output_dir/final``. Returns a summary."""
+    """Run one stage; the stage's final model is saved in ``output_dir/final``. Returns a summary.
+
+    ``info``: the task (``ltprune.tasks``: its Trainer and the dev metric that picks the hard
+    stage's best checkpoint), or a ``TaskInfo`` (its classification task), or None when
+    ``trainer_cls`` scores the dev data itself. ``trainer_cls`` / ``trainer_kwargs`` replace the
+    task's Trainer (distillation, quantization-aware training, LAT's LengthDrop)."""
     if stage not in STAGE_MODES:
         raise ConfigError(f"stage must be one of {', '.join(STAGES)}; got {stage!r}")
     args.validate()
@@ -119,13 +124,11 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         disable_tqdm=not bars,
     )
 
-    def metrics_fn(prediction):
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return compute_metrics(info.metric, logits, prediction.label_ids)
-
-    trainer = (trainer_cls or LTPTrainer)(
+    task = as_task(info)
+    trainer = (trainer_cls or (task.trainer_cls if task is not None else LTPTrainer))(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_fn,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=task.trainer_metrics(eval_ds) if task is not None else None,
         threshold_lr=args.threshold_lr, callbacks=[ThresholdLogger(model)], **(trainer_kwargs or {}),
     )
     trainer.remove_callback(PrinterCallback)
@@ -206,11 +209,11 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         record["data_fingerprint"] = runs.data_fingerprint(dsd)
         if resume:
             runs.check_same_run(output_dir, record, keys=["data_fingerprint"])
+        kind = ClassificationTask(info)  # the task behind the name: model, data, metric
         tokenizer = loading.load_tokenizer(model_name_or_path)
-        tokenized = data.tokenize_task(dsd, tokenizer, info, max_length)
-        model = loading.load_model(model_name_or_path, info.num_labels, info.is_regression, ltp,
-                                   reset_thresholds="soft" in stages, label_names=info.label_names,
-                                   seed=stage_args[stages[0]].seed)
+        tokenized = kind.prepare(dsd, tokenizer, max_length)
+        model = kind.load_model(model_name_or_path, ltp, reset_thresholds="soft" in stages,
+                                seed=stage_args[stages[0]].seed)
         trainer_cls = trainer_kwargs = None
         if quantization is not None:
             trainer_cls, trainer_kwargs = prepare_quantized_training(model, quantization)
@@ -222,16 +225,16 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         for stage in stages:
             args = stage_args[stage]
             eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
-            run_stage(model, tokenizer, tokenized["train"], eval_ds, info, stage, output_dir / stage, args, resume,
+            run_stage(model, tokenizer, tokenized["train"], eval_ds, kind, stage, output_dir / stage, args, resume,
                       trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
             if stage == "finetune":
                 set_mode(model, "off")
-            result = evaluation.evaluate(model, tokenized["validation"], info, tokenizer.pad_token_id)
+            result = evaluation.evaluate(model, tokenized["validation"], kind, tokenizer.pad_token_id)
             if quantization is not None:
                 result.update(bops_for(model, result))
             results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}
             if main:
-                evaluation.write_metrics(result, output_dir / stage)
+                kind.write(result, output_dir / stage)
                 write_model_card(model, output_dir / stage / "final", result)
                 runs.update_summary(output_dir, stage, results[stage], task=record["task"],
                                     model=record["model"], stages=stages)

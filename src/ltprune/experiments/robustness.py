@@ -25,25 +25,19 @@ Layout (resumable like the sweep: finished rows are reused, stages resume)::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .. import data, evaluation, loading, training
 from ..baselines import lat
 from ..baselines.lat import configure_length, length_config_flops
-from ..config import LTPConfig, StageArgs
-from ..data import subsample
+from ..config import LTPConfig
 from ..errors import ConfigError, LTPError
-from ..evaluation import evaluate
-from ..loading import load_tokenizer
-from ..names import STAGE_NAMES
 from ..patch import configured, get_dims, set_mode
-from ..runs import write_json_atomic
-from .runner import cached_stage, finished, lengthdrop_model
+from .runner import (Experiment, PointStore, classification_data, find_point, finished, lengthdrop_model,
+                     stage_args_for)
 
 log = logging.getLogger("ltprune")
 
@@ -71,34 +65,28 @@ def _describe(lengths) -> dict:
             "mean_length": round(float(lengths.mean()), 3)}
 
 
-class _Run:
-    """Data, buckets and settings shared by every model of the experiment."""
+class _Run(Experiment):
+    """The runner of the experiment: it trains on the short training examples (length <= Q2),
+    evaluates a stage on ``~Q2`` while it trains, and scores every model on each bucket."""
+
+    name = "robustness"
 
     def __init__(self, model, task, output_dir, ltp, stage_args, data_kwargs, max_length, eval_batch_size):
         self.output_dir = Path(output_dir)
-        self.model_path = str(model)
-        self.ltp = ltp or LTPConfig()
-        unknown = set(stage_args or {}) - set(STAGE_NAMES)
-        if unknown:
-            raise ConfigError(f"unknown stages in stage_args: {sorted(unknown)} (known: {', '.join(STAGE_NAMES)})")
-        self.stage_args = {s: StageArgs() for s in STAGE_NAMES} | dict(stage_args or {})
-        self.eval_batch_size = eval_batch_size
-        dsd, self.info = data.load_task(task, **(data_kwargs or {}))
-        if "validation" not in dsd:
-            raise LTPError(f"task {task!r} has no validation split to evaluate on")
-        self.tokenizer = load_tokenizer(self.model_path)
-        self.pad_id = self.tokenizer.pad_token_id
-        tokenized = data.tokenize_task(dsd, self.tokenizer, self.info, max_length)
+        stage_args = stage_args_for(stage_args)
+        kind, tokenizer, tokenized = classification_data(model, task, data_kwargs, max_length)
         dev = tokenized["validation"]
         split = length_buckets([len(ids) for ids in dev["input_ids"]])
         self.q2, self.q3 = split["q2"], split["q3"]
         self.buckets = {name: dev.select(idx) for name, idx in split["indices"].items()}
         train_len = np.array([len(ids) for ids in tokenized["train"]["input_ids"]])
-        self.train = tokenized["train"].select(np.flatnonzero(train_len <= self.q2).tolist())
-        if len(self.train) == 0:
+        train = tokenized["train"].select(np.flatnonzero(train_len <= self.q2).tolist())
+        if len(train) == 0:
             raise LTPError(f"no training example is as short as the dev median ({self.q2:g} tokens)")
         if len(self.buckets["~Q2"]) == 0:
             raise LTPError("the ~Q2 dev bucket is empty")
+        super().__init__(kind, tokenizer, train, self.buckets["~Q2"], model_path=model, ltp=ltp,
+                         stage_args=stage_args, eval_batch_size=eval_batch_size)
         self.meta = {
             "task": self.info.name, "metric_name": self.info.metric, "q2": self.q2, "q3": self.q3,
             "train_examples": {"total": int(train_len.size), "used (length <= Q2)": len(self.train),
@@ -110,18 +98,7 @@ class _Run:
         """A fresh patched copy of a checkpoint, thresholds at their initial schedule."""
         ltp = self.ltp if lambda_ is None else self.ltp.replace(lambda_=float(lambda_), method="threshold",
                                                                  keep_ratios=None, keep_lengths=None)
-        return loading.load_model(str(path or self.model_path), self.info.num_labels, self.info.is_regression, ltp,
-                          reset_thresholds=True, label_names=self.info.label_names)
-
-    def stage(self, model, stage: str, run_dir: Path):
-        """Run one stage on the short training examples (selected on ~Q2) unless it is done."""
-        def run(resume):
-            args = self.stage_args[stage]
-            eval_ds = subsample(self.buckets["~Q2"], args.max_eval_examples_during_training, args.seed)
-            training.run_stage(model, self.tokenizer, self.train, eval_ds, self.info, stage, run_dir, args, resume)
-            return model
-
-        return cached_stage("robustness", stage, run_dir, run)
+        return super().load(path, ltp)
 
     def evaluate(self, model, run_dir: Path) -> dict:
         """Metric and FLOPs on each bucket (None for an empty one); records written per bucket."""
@@ -130,8 +107,7 @@ class _Run:
             if len(ds) == 0:
                 out[name] = None
                 continue
-            result = evaluate(model, ds, self.info, self.pad_id, self.eval_batch_size)
-            evaluation.write_metrics(result, run_dir / BUCKET_DIRS[name])
+            result = super().evaluate(model, run_dir / BUCKET_DIRS[name], dataset=ds)
             out[name] = {"metric": result["metric"], "relative_flops": result["relative_flops"],
                          "gflops": result["gflops"], "baseline_gflops": result["baseline_gflops"],
                          "n": result["num_examples"], "tokens_kept_per_layer": result["tokens_kept_per_layer"]}
@@ -139,29 +115,19 @@ class _Run:
 
 
 def _load(output_dir) -> dict:
-    path = Path(output_dir) / RESULTS
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LTPError(f"{path}: unreadable JSON ({exc})") from None
+    return PointStore(Path(output_dir) / RESULTS, rows_key="rows").read()
 
 
 def _find(rows, method, knob):
-    for r in rows:
-        if r["method"] == method and (r["knob"] is None if knob is None else
-                                      r["knob"] is not None and math.isclose(r["knob"], knob, rel_tol=1e-9)):
-            return r
-    return None
+    return find_point(rows, None, method, knob)
 
 
 def _save_row(output_dir, meta: dict, row: dict) -> None:
-    data = _load(output_dir)
+    store = PointStore(Path(output_dir) / RESULTS, rows_key="rows")
+    data = store.read()
     if data.get("q2") not in (None, meta["q2"]) or data.get("task") not in (None, meta["task"]):
-        raise LTPError(f"{Path(output_dir) / RESULTS} holds another task or split; use a new output folder")
-    rows = [r for r in data.get("rows", []) if _find([r], row["method"], row["knob"]) is None]
-    write_json_atomic(Path(output_dir) / RESULTS, {**meta, "rows": rows + [row]})
+        raise LTPError(f"{store.path} holds another task or split; use a new output folder")
+    store.add(row, header=meta)
 
 
 def run_robustness(model, task, output_dir, lambdas=(0.1,), *, methods=("ltp", "lat"), finetune: bool = False,

@@ -23,19 +23,17 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import torch
 from transformers import AutoModelForQuestionAnswering
 
-from .. import checkpoint
-from ..batching import MODEL_INPUTS, collate, length_sorted_batches
+from ..batching import MODEL_INPUTS
 from ..config import LTPConfig
 from ..data import TaskInfo
-from ..device import place
 from ..errors import CheckpointError, ConfigError, DataError
-from ..evaluation import Predictions, flops_summary
-from ..names import CONFIG_KEY, is_qa_class
+from ..loading import load_saved
+from ..names import is_qa_class
 from ..patch import get_config, get_thresholds, is_patched, patch
-from ..trainer import LTPTrainer
+from ..patch import reset_thresholds as reset
+from .base import Predictions, Task, flops_summary, run_batches
 
 
 HUB_NAME = "rajpurkar/squad_v2"
@@ -44,7 +42,7 @@ EVAL_COLUMNS = ("example_id", "offset_mapping")
 
 
 def qa_info():
-    """What ``run_stage`` needs to know about the task (its metric function is replaced, see QATrainer)."""
+    """The task's ``TaskInfo`` (name, metric; its Trainer metric is ``SquadTask.trainer_metrics``)."""
     return TaskInfo(name=TASK_NAME, num_labels=2, is_regression=False, metric="squad_v2_f1", has_pair=True,
                     label_names=None)
 
@@ -295,53 +293,15 @@ def _references(examples) -> dict:
 
 def predict_features(model, features, pad_id: int, batch_size: int = 64):
     """Start/end logits per feature (unpadded, dataset order) and the pruning records."""
-    with torch.no_grad():
-        return _predict_features(model, features, pad_id, batch_size)
-
-
-def _predict_features(model, features, pad_id, batch_size):
-    place(model, "auto").eval()  # as for classification: evaluate where training ran
-    device = next(model.parameters()).device
-    cols = [c for c in MODEL_INPUTS if c in features.column_names]
-    rows = [dict(zip(cols, values)) for values in zip(*(features[c] for c in cols))]
-    lengths = [len(r["input_ids"]) for r in rows]
-    n = len(rows)
-    starts, ends = [None] * n, [None] * n
-    tokens_in = tokens_kept = out_len = dims = None
-    for index in length_sorted_batches(lengths, batch_size):
-        out = model(**collate([rows[i] for i in index], pad_id, device))
-        rec = out.ltp
-        if tokens_in is None:
-            tokens_in = np.zeros((n, rec.num_layers), dtype=np.int64)
-            tokens_kept, out_len = np.zeros_like(tokens_in), np.zeros(n, dtype=np.int64)
-            dims = (rec.hidden, rec.intermediate)
-        s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-        for row, i in enumerate(index):
-            starts[i], ends[i] = s[row, :lengths[i]], e[row, :lengths[i]]
-        tokens_in[index] = rec.tokens_in.cpu().numpy()
-        tokens_kept[index] = rec.tokens_kept.cpu().numpy()
-        out_len[index] = rec.lengths.cpu().numpy()
-    return starts, ends, Predictions(np.zeros((n, 0), np.float32), out_len, tokens_in, tokens_kept, *dims)
+    (starts, ends), pred = SquadTask().predict(model, features, pad_id, batch_size)
+    return starts, ends, pred
 
 
 def evaluate_qa(model, examples, features, pad_id: int, *, batch_size: int = 64, n_best: int = 20,
                 max_answer_length: int = 30, null_threshold: float = 0.0) -> dict:
     """SQuAD v2 metrics + FLOPs of ``model`` on the dev examples (``metric`` is F1)."""
-    if len(features) == 0:
-        raise DataError("no QA features to evaluate")
-    starts, ends, pred = predict_features(model, features, pad_id, batch_size)
-    answers, null_odds = postprocess(examples, features, starts, ends, n_best=n_best,
-                                     max_answer_length=max_answer_length, null_threshold=null_threshold)
-    refs = _references(examples)
-    scores = squad_v2_metrics(answers, refs)
-    result = {"task": TASK_NAME, "metric_name": "f1", "metric": scores["f1"], **scores,
-              **flops_summary(pred), "num_examples": len(refs), "num_features": len(features)}
-    if is_patched(model):
-        result["mode"] = get_config(model).mode
-        result["thresholds"] = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
-    result.update(_predictions=pred, _answers=answers, _null_odds=null_odds,
-                  _per_example=per_example_scores(answers, refs), _features=features, _references=refs)
-    return result
+    task = SquadTask(examples, n_best=n_best, max_answer_length=max_answer_length, null_threshold=null_threshold)
+    return task.evaluate(model, features, pad_id, batch_size)
 
 
 def write_qa_metrics(result: dict, output_dir) -> Path:
@@ -369,33 +329,16 @@ def write_qa_metrics(result: dict, output_dir) -> Path:
 def load_qa_model(name_or_path, ltp: LTPConfig | None = None):
     """A patched ``...ForQuestionAnswering``: an ltprune QA checkpoint (``ltp`` overrides its
     settings, not its mode), or any transformers checkpoint (local or hub) given a QA head."""
-
-    path = Path(str(name_or_path))
-    config_file = path / "config.json"
-    if config_file.is_file() and CONFIG_KEY in json.loads(config_file.read_text()):
-        overrides = ltp.to_dict() if ltp is not None else {}
-        overrides.pop("mode", None)
-        model = checkpoint.from_pretrained(path, **overrides)
+    model = load_saved(name_or_path, ltp)
+    if model is not None:
         if not is_qa_class(type(model).__name__):
-            raise CheckpointError(f"{path}: a {type(model).__name__}, not a question-answering model")
+            raise CheckpointError(f"{name_or_path}: a {type(model).__name__}, not a question-answering model")
         return model
-    if path.exists() and not config_file.is_file():
-        raise CheckpointError(f"{path}: not a model folder (no config.json)")
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(str(name_or_path), use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load a QA model from {name_or_path!r}: {str(exc).splitlines()[0]}") from None
     return patch(model, ltp or LTPConfig())
-
-
-class QATrainer(LTPTrainer):
-    """LTPTrainer whose dev metric is SQuAD v2 F1 (``metric``), so the hard stage keeps the
-    checkpoint with the best F1; run_stage's classification metric does not apply to spans."""
-
-    def __init__(self, *args, qa_metrics=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if qa_metrics is not None:
-            self.compute_metrics = qa_metrics
 
 
 def _trainer_metrics(examples, features, **decode):
@@ -410,3 +353,64 @@ def _trainer_metrics(examples, features, **decode):
         return {"metric": scores["f1"], **{k: v for k, v in scores.items() if not k.endswith("total")}}
 
     return fn
+
+
+class SquadTask(Task):
+    """SQuAD 2.0 as a task: ``examples`` are the questions its features are scored against (the
+    dev questions, or the subsample a stage evaluates on); ``n_best``, ``max_answer_length``
+    and ``null_threshold`` decode the spans (see ``postprocess``)."""
+
+    name = TASK_NAME
+
+    def __init__(self, examples=None, *, n_best: int = 20, max_answer_length: int = 30, null_threshold: float = 0.0):
+        self.examples = examples
+        self.info = qa_info()
+        self.decode = dict(n_best=n_best, max_answer_length=max_answer_length, null_threshold=null_threshold)
+
+    def load_model(self, name_or_path, ltp=None, *, reset_thresholds: bool = False):
+        model = load_qa_model(name_or_path, ltp)
+        if reset_thresholds:
+            reset(model)
+        return model
+
+    def prepare(self, dsd, tokenizer, max_length: int = 384, doc_stride: int = 128):
+        return tokenize_squad(dsd, tokenizer, max_length, doc_stride)
+
+    def trainer_metrics(self, eval_ds):
+        """SQuAD v2 F1 as ``metric``, so the hard stage keeps the checkpoint with the best F1 (the
+        Trainer's training-time evaluation decodes with the default settings)."""
+        return _trainer_metrics(self.examples, eval_ds)
+
+    def predict(self, model, dataset, pad_id: int, batch_size: int = 64, *, progress: bool = False,
+                device="auto"):
+        """((start logits, end logits) per feature, unpadded, in dataset order; Predictions)."""
+        if len(dataset) == 0:
+            raise DataError("no QA features to evaluate")
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        starts, ends = [None] * len(lengths), [None] * len(lengths)
+
+        def take(index, out):
+            s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+            for row, i in enumerate(index):
+                starts[i], ends[i] = s[row, :lengths[i]], e[row, :lengths[i]]
+
+        cols = [c for c in MODEL_INPUTS if c in dataset.column_names]
+        pred = run_batches(model, dataset, pad_id, batch_size, take, columns=cols, progress=progress, device=device)
+        return (starts, ends), pred
+
+    def score(self, model, dataset, outputs, pred: Predictions) -> dict:
+        examples, (starts, ends) = self.examples, outputs
+        answers, null_odds = postprocess(examples, dataset, starts, ends, **self.decode)
+        refs = _references(examples)
+        scores = squad_v2_metrics(answers, refs)
+        result = {"task": TASK_NAME, "metric_name": "f1", "metric": scores["f1"], **scores,
+                  **flops_summary(pred), "num_examples": len(refs), "num_features": len(dataset)}
+        if is_patched(model):
+            result["mode"] = get_config(model).mode
+            result["thresholds"] = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
+        result.update(_predictions=pred, _answers=answers, _null_odds=null_odds,
+                      _per_example=per_example_scores(answers, refs), _features=dataset, _references=refs)
+        return result
+
+    def write(self, result: dict, output_dir) -> Path:
+        return write_qa_metrics(result, output_dir)
