@@ -32,7 +32,7 @@ from ..config import LTPConfig
 from ..data import TaskInfo
 from ..device import place
 from ..errors import CheckpointError, ConfigError, DataError
-from ..evaluation import Predictions, flops_summary
+from ..evaluation import Predictions, flops_summary, record_dims
 from ..names import CONFIG_KEY, is_qa_class
 from ..patch import get_config, get_thresholds, is_patched, patch
 from ..trainer import LTPTrainer
@@ -314,7 +314,7 @@ def _predict_features(model, features, pad_id, batch_size):
         if tokens_in is None:
             tokens_in = np.zeros((n, rec.num_layers), dtype=np.int64)
             tokens_kept, out_len = np.zeros_like(tokens_in), np.zeros(n, dtype=np.int64)
-            dims = (rec.hidden, rec.intermediate)
+            dims = record_dims(rec)
         s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
         for row, i in enumerate(index):
             starts[i], ends[i] = s[row, :lengths[i]], e[row, :lengths[i]]
