@@ -136,6 +136,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None,
                         help="write the rows as JSON here (added to the file's rows of other batch sizes)")
     parser.add_argument("--batch-sizes", default=None, help="comma-separated subset of the family's batch sizes")
+    parser.add_argument("--dense-only", action="store_true",
+                        help="ModernBERT: only add the dense-count FLOPs reduction to --out, at its recorded thresholds")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = SETTINGS[args.family]
@@ -147,6 +149,15 @@ def main(argv=None):
           f"{statistics.median(lengths)} max {max(lengths)}; threads {args.threads}", flush=True)
     stock = build(args.family, tok.vocab_size)
     pruned = ltprune.patch(copy.deepcopy(stock), ltprune.LTPConfig(mode="hard"))
+    if args.dense_only:  # no timing: one untimed pass at the thresholds the rows were timed with
+        record = json.loads(args.out.read_text())
+        if record["lengths"] != lengths:
+            raise SystemExit(f"{args.out}: another input set")
+        set_thresholds(pruned, torch.tensor(record["thresholds"]))
+        record["dense_flops_reduction"] = dense_flops_reduction(pruned, rows, tok.pad_token_id, max(batch_sizes))
+        print(f"FLOPs reduction with local layers counted dense: {record['dense_flops_reduction']:.3f}x")
+        args.out.write_text(json.dumps(record, indent=1))
+        return 0
     start = time.perf_counter()
     calibration = length_sorted_tensors(rows[: s["calibration_reviews"]], tok.pad_token_id, 4)
     ramp, relative, tokens = calibrate(pruned, calibration, args.target, s["calibration_iters"])
