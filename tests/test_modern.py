@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 
+import datasets
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -20,6 +22,8 @@ from hypothesis import strategies as st
 
 import ltprune
 from ltprune import flops
+from ltprune.baselines import length_config_flops
+from ltprune.evaluation import Predictions, flops_summary, predict_dataset
 from ltprune.patch import get_dims
 
 from conftest import random_batch
@@ -313,3 +317,73 @@ def test_modernbert_records_count_the_window():
     d, i, n = 32, 60, 24
     glob, loc = 4 * d * d * n + 2 * d * n * n + 2 * d * i * n, 4 * d * d * n + 2 * d * n * 9 + 2 * d * i * n
     assert records.baseline_macs().item() == 2 * glob + 2 * loc
+
+
+def test_eval_flops_summary_counts_the_family_terms_by_hand():
+    """``ltprune eval``'s summary uses the window and relative-position terms, as the records do.
+
+    D = 2, I = 3, P = 4; layer 0 global (n = k = 5), layer 1 local with 3 keys (n = 5, k = 2):
+    layer 0 = 4 D^2 n + 2 D n^2 + 2 D n P + 2 D I k = 80 + 100 + 80 + 60 = 320,
+    layer 1 = 80 + 2 D n 3 + 80 + 2 D I 2 = 80 + 60 + 80 + 24 = 244; unpruned layer 1 = 280.
+    """
+    pred = Predictions(np.zeros((1, 2), np.float32), np.array([5]), np.array([[5, 5]]), np.array([[5, 2]]),
+                       2, 3, windows=(None, 3), position_keys=4)
+    summary = flops_summary(pred)
+    assert summary["gflops"] == pytest.approx(2 * 564 / 1e9, rel=1e-12)
+    assert summary["baseline_gflops"] == pytest.approx(2 * 600 / 1e9, rel=1e-12)
+    assert summary["relative_flops"] == pytest.approx(564 / 600, rel=1e-12)
+    assert length_config_flops([5, 2], [5], 2, 3, (None, 3), 4) == pytest.approx(564 / 600, rel=1e-12)  # LAT's count
+    plain = flops_summary(Predictions(pred.logits, pred.lengths, pred.tokens_in, pred.tokens_kept, 2, 3))
+    assert plain["gflops"] == pytest.approx(2 * ((80 + 100 + 60) + (80 + 100 + 24)) / 1e9, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_eval_summary_equals_the_records(name):
+    """predict_dataset + flops_summary give the relative FLOPs of ``outputs.ltp`` on the same batch."""
+    model = _model(FAMILIES[name])
+    ltprune.patch(model, ltprune.LTPConfig())
+    ltprune.set_thresholds(model, FAMILIES[name].thresholds["reference"])
+    inputs, mask = _batch(LENGTHS, seed=3)
+    records = _run(model, inputs).ltp
+    rows = {"input_ids": [ids[m.bool()].tolist() for ids, m in zip(inputs["input_ids"], mask)]}
+    rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
+    summary = flops_summary(predict_dataset(model, datasets.Dataset.from_dict(rows), 0, batch_size=len(LENGTHS),
+                                            device="cpu"))
+    assert 0 < records.relative_flops < 1
+    assert summary["relative_flops"] == pytest.approx(records.relative_flops, rel=1e-9)
+    assert summary["baseline_gflops"] == pytest.approx(float(records.baseline_gflops.mean()), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_per_layer_hidden_states(name):
+    """``output_hidden_states`` gives L + 1 states as the stock model does, also for DeBERTa, whose
+    base model always asks its encoder for all of them: the caller's flag decides what is recorded."""
+    family = FAMILIES[name]
+    model = _model(family)
+    inputs, mask = _batch(LENGTHS)
+    layers = model.config.num_hidden_layers
+    stock = _run(model, {**inputs, "output_hidden_states": True})
+    ltprune.patch(model, ltprune.LTPConfig(final_threshold=0.0))
+    ours = _run(model, {**inputs, "output_hidden_states": True})
+    real = mask.bool()
+    assert len(ours.hidden_states) == len(stock.hidden_states) == layers + 1
+    for a, b in zip(ours.hidden_states, stock.hidden_states):
+        assert (a[real] - b[real]).abs().max() <= 1e-5
+    # with pruning: a removed token holds the state it had when removed
+    ltprune.set_thresholds(model, family.thresholds["reference"])
+    out = _run(model, {**inputs, "output_hidden_states": True})
+    pruned_at = out.ltp.pruned_at
+    assert bool(((pruned_at >= 0) & (pruned_at < layers)).any()) and len(out.hidden_states) == layers + 1
+    for layer in range(layers):
+        gone = (pruned_at >= 0) & (pruned_at < layer)
+        assert torch.equal(out.hidden_states[layer + 1][gone], out.hidden_states[layer][gone])
+    final = _run(model, inputs)
+    assert final.hidden_states is None
+    assert (out.logits - final.logits).abs().max() <= 1e-5 and torch.equal(final.ltp.pruned_at, pruned_at)
+    if name == "deberta-v2":  # the last one is the base model's output; the tuple form has them too
+        base = _run(model.base_model, {**inputs, "output_hidden_states": True})
+        assert torch.equal(base.hidden_states[-1], base.last_hidden_state) and len(base.hidden_states) == layers + 1
+        as_tuple = _run(model, {**inputs, "output_hidden_states": True, "return_dict": False})
+        assert len(as_tuple[1]) == layers + 1 and torch.equal(as_tuple[0], out.logits)
+        model.config.output_hidden_states = True  # through the config, as the stock model reads it
+        assert len(_run(model, inputs).hidden_states) == layers + 1

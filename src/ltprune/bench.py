@@ -102,7 +102,7 @@ def _one(model):
 
 def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 64), repeats=5,
                         max_examples_batch1: int = 128, device=None, graphs: bool = False,
-                        plan_batches=None) -> list[dict]:
+                        plan_batches=None, warmup_items: int | None = None) -> list[dict]:
     """Fig. 6: sequences/s of the stock model and both LTP layouts, per batch size.
 
     ``dataset``: a tokenized split or a (N, C, H, W) tensor of images (``pad_id`` unused then).
@@ -131,7 +131,7 @@ def throughput_vs_batch(stock, pruned, dataset, pad_id, batch_sizes=(1, 8, 32, 6
         if device is not None and torch.device(device).type == "cuda":  # whole passes: launches overlap
             t = time_variants({k: (lambda f=f: [f(b) for b in batches]) for k, f in variants.items()}, repeats=repeats)
         else:  # the CPU's timings drift: interleave the variants batch by batch
-            t = time_variants_per_item(variants, batches, repeats=repeats)
+            t = time_variants_per_item(variants, batches, repeats=repeats, warmup_items=warmup_items)
         row = {"batch_size": bs, "num_sequences": n, "flops_reduction": reduction,
                "static_reruns": STATIC_RERUNS[0] - reruns if static else None}
         for name in variants:

@@ -12,7 +12,7 @@ import torch
 
 from .batching import MODEL_INPUTS, collate, length_sorted_batches  # noqa: F401 (re-exported)
 from .device import place, resolve_device  # noqa: F401 (re-exported)
-from .tasks.base import Predictions, flops_summary  # noqa: F401 (re-exported)
+from .tasks.base import Predictions, flops_summary, record_dims  # noqa: F401 (re-exported)
 from .tasks.classification import as_task, predict_dataset, write_metrics  # noqa: F401 (re-exported)
 
 

@@ -195,6 +195,10 @@ def _capture_mask(module, args, kwargs):
     slot = _pass(state)
     slot["mask"] = mask
     slot["records"] = None
+    # what the caller asked the base model for, by name or through its config (DeBERTa's base
+    # model overrides output_hidden_states when it calls its encoder)
+    slot["asked"] = {k: bool(getattr(module.config, k, False) if kwargs.get(k) is None else kwargs[k])
+                     for k in ("output_hidden_states", "output_attentions")}
 
 
 def begin_pass(model, attention_mask) -> None:
@@ -223,7 +227,7 @@ def _encoder_forward(encoder, *args, **kwargs):
         slot["records"] = _unpruned_records(state, _mask_or_all(plain, hidden))
         return out
 
-    capture = Capture(*state.adapter.wanted_outputs(encoder, kwargs))
+    capture = Capture(*state.adapter.wanted_outputs(encoder, kwargs, slot.pop("asked", {})))
 
     def run(hidden_states):
         hidden, slot["records"] = run_encoder(

@@ -33,15 +33,16 @@ def time_variants(variants: dict[str, Callable[[], object]], repeats: int = 5, w
 
 
 def time_variants_per_item(variants: dict[str, Callable[[object], object]], items, repeats: int = 5,
-                           warmup: int = 1) -> dict:
+                           warmup: int = 1, warmup_items: int | None = None) -> dict:
     """Like :func:`time_variants`, interleaved at the level of one item (a batch): every item is
     run by each variant in turn (rotating the order), so a slow spell of the machine lasting a
     few milliseconds hits all variants alike. A repeat's time is the sum over items; the median,
-    min and max are over repeats."""
+    min and max are over repeats. ``warmup_items``: warm up on the first few items only (None:
+    all), for models so slow on long inputs that a whole warm-up pass would cost a repeat."""
     names = list(variants)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
-        for item in items:
+        for item in items[:warmup_items]:
             for name in names:
                 variants[name](item)
     runs = {name: [] for name in names}

@@ -174,15 +174,18 @@ def length_config_tokens(keep_lengths, lengths) -> tuple[torch.Tensor, torch.Ten
     return torch.stack(tokens_in, 1), torch.stack(tokens_kept, 1)
 
 
-def length_config_flops(keep_lengths, lengths, hidden: int, intermediate: int) -> float:
+def length_config_flops(keep_lengths, lengths, hidden: int, intermediate: int, windows=None,
+                        position_keys: int = 0) -> float:
     """Relative FLOPs of a length configuration on inputs of the given lengths (METHOD §5).
 
     Exact for the engine (k_l = min(alive, len_l)), so the search can reject over-budget
-    candidates without running the model.
+    candidates without running the model. ``windows`` / ``position_keys``: the family's terms
+    (``Dims``; flops.py), so that the count matches ``outputs.ltp`` for ModernBERT and DeBERTa.
     """
     tokens_in, tokens_kept = length_config_tokens(keep_lengths, lengths)
-    macs = flops_mod.example_macs(tokens_in, tokens_kept, hidden, intermediate)
-    base = flops_mod.baseline_macs(torch.as_tensor(lengths), len(keep_lengths), hidden, intermediate)
+    macs = flops_mod.example_macs(tokens_in, tokens_kept, hidden, intermediate, windows, position_keys)
+    base = flops_mod.baseline_macs(torch.as_tensor(lengths), len(keep_lengths), hidden, intermediate,
+                                   windows, position_keys)
     return float(macs.sum() / base.sum())
 
 
@@ -264,7 +267,7 @@ def search_length_config(model, eval_ds, info, pad_id: int, flops_target: float,
     evaluate_fn = evaluate_fn or make_length_evaluator(model, eval_ds, info, pad_id, batch_size)
 
     def flops(config) -> float:
-        return length_config_flops(config, lengths, dims.hidden, dims.intermediate)
+        return length_config_flops(config, lengths, dims.hidden, dims.intermediate, dims.windows, dims.position_keys)
 
     least = flops([1] * num_layers)
     if least > flops_target + 1e-12:

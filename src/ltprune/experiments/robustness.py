@@ -199,7 +199,7 @@ def _lat_row(run: _Run, model, lam: float, target: float, run_dir: Path, length_
     short = run.buckets["~Q2"]
     dims = get_dims(model)
     least = length_config_flops([1] * dims.num_layers, [len(x) for x in short["input_ids"]], dims.hidden,
-                                dims.intermediate)
+                                dims.intermediate, dims.windows, dims.position_keys)
     if target < least:
         log.warning("robustness: LTP's ~Q2 FLOPs %.4f are below what LAT can reach (%.4f); searching at that",
                     target, least)

@@ -111,11 +111,13 @@ class FamilyAdapter:
 
         return Output(last_hidden_state=run(hidden_states))
 
-    def wanted_outputs(self, encoder: nn.Module, kwargs: dict) -> tuple[bool, bool]:
+    def wanted_outputs(self, encoder: nn.Module, kwargs: dict, caller: dict | None = None) -> tuple[bool, bool]:
         """(hidden states, attentions) per layer: what the caller asked this pass to record.
 
         The engine does not call the layer modules, so transformers' recording hooks on them never
         fire; the engine records instead and :meth:`deliver_outputs` hands the result over.
+        ``kwargs``: the encoder's call; ``caller``: the ``output_*`` flags the base model was
+        called with (for a base model that overrides them when calling its encoder, as DeBERTa's).
         """
         collector = active_collector()
         if collector is None:
@@ -140,7 +142,7 @@ class ReplacedForward(FamilyAdapter):
     ModernBERT): its stock forward and the recording wrapper on it are replaced, so the
     per-layer output flags are read from the call and the results set on the output."""
 
-    def wanted_outputs(self, base, kwargs):
+    def wanted_outputs(self, base, kwargs, caller=None):
         config = base.config
         return (bool(kwargs.get("output_hidden_states", config.output_hidden_states)),
                 bool(kwargs.get("output_attentions", config.output_attentions)))

@@ -87,17 +87,25 @@ class DebertaV2Family(BertFamily):
         return LayerPositions(bias=bias)
 
     def encoder_forward(self, encoder, run, hidden_states, attention_mask=None, *args, **kwargs):
-        """The base model reads the encoder's hidden-state list (``[1][-1]``), not ``[0]``."""
+        """The base model reads the encoder's hidden-state list (``[1][-1]``), not ``[0]``.
+
+        Always a ``BaseModelOutput``, also for ``return_dict=False``: the base model only indexes
+        and slices it (as a tuple), and :meth:`deliver_outputs` can then fill it in either case.
+        """
         from transformers.modeling_outputs import BaseModelOutput
 
         hidden = run(hidden_states)
-        out = BaseModelOutput(last_hidden_state=hidden, hidden_states=(hidden,))
-        return out if kwargs.get("return_dict", True) is not False else out.to_tuple()
+        return BaseModelOutput(last_hidden_state=hidden, hidden_states=(hidden,))
 
-    def wanted_outputs(self, encoder, kwargs):
-        # the base model always asks its encoder for hidden states; only the attentions are the caller's
-        return False, bool(kwargs.get("output_attentions"))
+    def wanted_outputs(self, encoder, kwargs, caller=None):
+        """The base model always asks its encoder for every hidden state (it reads the last), so
+        whether the caller wants them comes from the base model's own call (``caller``)."""
+        return bool((caller or {}).get("output_hidden_states")), bool(kwargs.get("output_attentions"))
 
     def deliver_outputs(self, capture, output):
-        if capture.attentions and not isinstance(output, tuple):
-            output.attentions = tuple(capture.attention_probs)
+        # item assignment (not attributes): a key set later is also in the tuple form the base
+        # model slices with return_dict=False; the last hidden state equals last_hidden_state
+        if capture.hidden:
+            output["hidden_states"] = tuple(capture.hidden_states)
+        if capture.attentions:
+            output["attentions"] = tuple(capture.attention_probs)

@@ -71,6 +71,13 @@ class ModernBertFamily(ReplacedForward):
         local = layer.attention_type == "sliding_attention"
         return LayerPositions(rotate=rotate, window=base.config.sliding_window if local else None)
 
+    def deliver_outputs(self, capture, output):
+        """As the stock ``@capture_outputs`` does (``tie_last_hidden_states``): the last of the
+        L + 1 hidden states is ``last_hidden_state``, after the final LayerNorm."""
+        super().deliver_outputs(capture, output)
+        if capture.hidden and not isinstance(output, tuple):
+            output.hidden_states = (*output.hidden_states[:-1], output.last_hidden_state)
+
     def encoder_forward(self, base, run, input_ids=None, attention_mask=None, position_ids=None,
                         inputs_embeds=None, **kwargs):
         """ModernBertModel.forward with the layer loop replaced by ``run``."""

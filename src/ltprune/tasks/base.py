@@ -29,6 +29,15 @@ class Predictions:
     tokens_kept: np.ndarray     # (N, L)
     hidden: int
     intermediate: int
+    #: the family's position-dependent FLOPs terms (flops.py): local-layer windows, relative keys
+    windows: tuple | None = None
+    position_keys: int = 0
+
+
+def record_dims(rec) -> tuple:
+    """What the FLOPs formula needs from ``outputs.ltp`` besides token counts (Predictions' tail),
+    so that the summary counts a family's window and relative-position terms as its records do."""
+    return rec.hidden, rec.intermediate, rec.windows, rec.position_keys
 
 
 @torch.no_grad()
@@ -52,7 +61,7 @@ def run_batches(model, dataset, pad_id: int, batch_size: int, take, *, columns=N
         if tokens_in is None:
             tokens_in = np.zeros((n, rec.num_layers), dtype=np.int64)
             tokens_kept, out_len = np.zeros_like(tokens_in), np.zeros(n, dtype=np.int64)
-            dims = (rec.hidden, rec.intermediate)
+            dims = record_dims(rec)
         take(index, out)
         tokens_in[index] = rec.tokens_in.cpu().numpy()
         tokens_kept[index] = rec.tokens_kept.cpu().numpy()
@@ -61,11 +70,13 @@ def run_batches(model, dataset, pad_id: int, batch_size: int, take, *, columns=N
 
 
 def flops_summary(pred: Predictions) -> dict:
-    """Mean GFLOPs per example, the unpruned baseline's, and their ratio (METHOD §5)."""
+    """Mean GFLOPs per example, the unpruned baseline's, and their ratio (METHOD §5), with the
+    family's window and relative-position terms (the same numbers as ``outputs.ltp``)."""
+    terms = {"windows": pred.windows, "position_keys": pred.position_keys}
     macs = flops_mod.example_macs(torch.from_numpy(pred.tokens_in), torch.from_numpy(pred.tokens_kept),
-                                  pred.hidden, pred.intermediate)
+                                  pred.hidden, pred.intermediate, **terms)
     base = flops_mod.baseline_macs(torch.from_numpy(pred.lengths), pred.tokens_in.shape[1],
-                                   pred.hidden, pred.intermediate)
+                                   pred.hidden, pred.intermediate, **terms)
     return {
         "gflops": float(flops_mod.gflops(macs).mean()),
         "baseline_gflops": float(flops_mod.gflops(base).mean()),
