@@ -39,6 +39,10 @@ def main() -> int:
     p.add_argument("--threshold-lr", type=float)
     p.add_argument("--token-weight", type=float, default=0.0, help="weight of the token-state distillation term")
     p.add_argument("--train-batch-size", type=int, default=16)
+    p.add_argument("--train-only", action="store_true", help="run the label-free trainings only (no pool scoring)")
+    p.add_argument("--reuse-run", action="store_true",
+                   help="score a run folder that already holds its final model (resume an unfinished one)")
+    p.add_argument("--tag", default="", help="the result file is <output>/<dataset><tag>.json")
     p.add_argument("--throughput", help="a pruned folder, or comma-separated thresholds: time encode() only")
     p.add_argument("--scale", type=float, default=1.0, help="with --throughput: scale the folder's thresholds")
     p.add_argument("--count", type=int, default=512, help="with --throughput: texts timed")
@@ -78,7 +82,10 @@ def main() -> int:
                             stages=[v for v in a.stages.split(",") if v],
                             train_thresholds=[float(v) for v in a.train_thresholds.split(",") if v] or [None],
                             learning_rate=a.lr, threshold_lr=a.threshold_lr, token_weight=a.token_weight,
-                            train_batch_size=a.train_batch_size)
+                            train_batch_size=a.train_batch_size, reuse=a.reuse_run, train_only=a.train_only,
+                            tag=a.tag)
+    if a.train_only:
+        return 0
     print(f"{a.dataset}: {result['documents']} documents, mean {result['mean_tokens']:.0f} tokens")
     print(experiment.table(result))
     return 0

@@ -72,12 +72,17 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
         lambda_: float = 0.01, final_threshold: float = 0.01, batch_size: int = 32, threads: int = 2,
         shape=None, stages=("soft", "hard"), train_thresholds=(None,), learning_rate: float = 2e-5,
         threshold_lr: float | None = None, token_weight: float = 0.0, train_batch_size: int = 16,
-        eval_size: int = 200) -> dict:
+        eval_size: int = 200, reuse: bool = False, train_only: bool = False, tag: str = "") -> dict:
     """Run the curve for ``dataset``; writes ``output/<dataset>.json`` and returns it.
 
     ``shape``: the per-layer shape of the manual thresholds (and of ``train_thresholds``).
     ``train_thresholds``: one label-free run per entry, started from theta_L * shape (None: the
-    linear initial schedule of ``final_threshold``, for a soft stage)."""
+    linear initial schedule of ``final_threshold``, for a soft stage).
+
+    So that no piece holds the shared CPU for long: ``train_only`` runs the label-free trainings
+    and nothing else (a finished stage's checkpoints let an interrupted one ``resume``);
+    ``reuse`` evaluates a run folder that already holds the last stage's model instead of
+    training again. ``tag``: the result file is ``<dataset><tag>.json``."""
 
     torch.set_num_threads(threads)
     st_pkg = require_sentence_transformers()
@@ -86,6 +91,26 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
     docs, labels, train_texts = eval_pool(dataset, size, train_size)
     if len(docs) < size:
         raise ConfigError(f"{dataset}: only {len(docs)} documents for a pool of {size}")
+    stages = tuple(stages)
+    runs_ = [(start, output / (f"{dataset}_ltp" if start is None else f"{dataset}_ltp_{start:g}"))
+             for start in (train_thresholds if train_steps else ())]
+    layers = len(load(model_dir, mode="off")._ltp.encoder.ltp_thresholds)
+    for start, run_dir in runs_:
+        if reuse and (run_dir / stages[-1] / "final" / "modules.json").is_file():
+            continue
+        args = {s: StageArgs(max_steps=train_steps, batch_size=train_batch_size, logging_steps=10,
+                             learning_rate=learning_rate, threshold_lr=threshold_lr, warmup=0.1, seed=0,
+                             save_steps=max(train_steps // 4, 1))
+                for s in stages}
+        eval_texts = docs[:eval_size]  # the hard stage's best checkpoint is chosen on these (part of the pool)
+        initial = None if start is None else manual_thresholds(start, layers, shape)
+        resume = reuse and (run_dir / "ltprune_run.json").is_file()
+        train_embedding(model_dir, run_dir, train_texts=train_texts, eval_texts=eval_texts, stages=stages,
+                        ltp=LTPConfig(final_threshold=final_threshold, lambda_=lambda_), stage_args=args,
+                        thresholds=initial, token_weight=token_weight, overwrite=not resume, resume=resume,
+                        data_description={"dataset": dataset, "train_size": train_size})
+    if train_only:
+        return {}
     stock = st_pkg.SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     start = time.perf_counter()
     reference = stock.encode(docs, batch_size=batch_size)
@@ -93,23 +118,11 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
                **score(reference, reference, labels)}]
     log.warning("%s unpruned: %s", dataset, points[0])
     pruned = load(model_dir, mode="hard")
-    layers = pruned._ltp.dims.num_layers
     for final in manual:
         set_thresholds(pruned, manual_thresholds(final, layers, shape))
         points.append(_point(pruned, docs, reference, labels, batch_size, method="manual", theta_L=final,
                              shape=shape))
-    stages = tuple(stages)
-    for start in (train_thresholds if train_steps else ()):
-        run_dir = output / (f"{dataset}_ltp" if start is None else f"{dataset}_ltp_{start:g}")
-        args = {s: StageArgs(max_steps=train_steps, batch_size=train_batch_size, logging_steps=10,
-                             learning_rate=learning_rate, threshold_lr=threshold_lr, warmup=0.1, seed=0)
-                for s in stages}
-        eval_texts = docs[:eval_size]  # the hard stage's best checkpoint is chosen on these (part of the pool)
-        initial = None if start is None else manual_thresholds(start, layers, shape)
-        train_embedding(model_dir, run_dir, train_texts=train_texts, eval_texts=eval_texts, stages=stages,
-                        ltp=LTPConfig(final_threshold=final_threshold, lambda_=lambda_), stage_args=args,
-                        thresholds=initial, token_weight=token_weight, overwrite=True,
-                        data_description={"dataset": dataset, "train_size": train_size})
+    for start, run_dir in runs_:
         trained = load(run_dir / stages[-1] / "final", mode="hard")
         learned = trained._ltp.encoder.ltp_thresholds.detach().clone()
         for factor in scales:
@@ -122,7 +135,7 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
               "mean_tokens": float(np.mean([len(x) for x in stock.tokenizer(docs, truncation=True,
                                                                              max_length=stock.max_seq_length)["input_ids"]])),
               "points": points}
-    (output / f"{dataset}.json").write_text(json.dumps(result, indent=1))
+    (output / f"{dataset}{tag}.json").write_text(json.dumps(result, indent=1))
     return result
 
 
