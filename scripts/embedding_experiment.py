@@ -39,6 +39,9 @@ def main() -> int:
     p.add_argument("--threshold-lr", type=float)
     p.add_argument("--token-weight", type=float, default=0.0, help="weight of the token-state distillation term")
     p.add_argument("--train-batch-size", type=int, default=16)
+    p.add_argument("--warmup", type=float, default=0.0, help="warm-up steps, or a fraction of them when < 1")
+    p.add_argument("--save-steps", type=int, help="checkpoint (and score the held-out texts) every N steps "
+                                                  "(default: once per epoch)")
     p.add_argument("--train-only", action="store_true", help="run the label-free trainings only (no pool scoring)")
     p.add_argument("--reuse-run", action="store_true",
                    help="score a run folder that already holds its final model (resume an unfinished one)")
@@ -83,7 +86,7 @@ def main() -> int:
                             train_thresholds=[float(v) for v in a.train_thresholds.split(",") if v] or [None],
                             learning_rate=a.lr, threshold_lr=a.threshold_lr, token_weight=a.token_weight,
                             train_batch_size=a.train_batch_size, reuse=a.reuse_run, train_only=a.train_only,
-                            tag=a.tag)
+                            tag=a.tag, warmup=a.warmup, save_steps=a.save_steps)
     if a.train_only:
         return 0
     print(f"{a.dataset}: {result['documents']} documents, mean {result['mean_tokens']:.0f} tokens")

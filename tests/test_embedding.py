@@ -318,6 +318,17 @@ def test_minilm_label_free_training_lowers_distillation_loss(minilm_dir, tmp_pat
     assert json.loads((tmp_path / "run" / "ltprune_run.json").read_text())["task"] == "embedding"
 
 
+def test_cli_train_hard_stage_on_given_thresholds(tiny_st_dir, tmp_path):
+    (tmp_path / "t.txt").write_text("\n".join(TEXTS * 2) + "\n")
+    common = ("embedding", "train", "--model", str(tiny_st_dir), "--texts", str(tmp_path / "t.txt"), "--stages",
+              "hard", "--max-steps", "1", "--batch-size", "4", "--threads", "1", "--token-weight", "0.5")
+    run = _cli(*common, "--output-dir", str(tmp_path / "run"), "--thresholds", "0.02,0,0")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert ltprune.get_thresholds(load(tmp_path / "run" / "hard" / "final")).tolist() == pytest.approx([0.02, 0, 0])
+    bad = _cli(*common, "--output-dir", str(tmp_path / "bad"), "--thresholds", "0.02,x,0")
+    assert bad.returncode == 2 and "--thresholds takes comma-separated numbers" in bad.stderr.strip().splitlines()[-1]
+
+
 def test_cli_train_resume_and_eval(tiny_st_dir, tmp_path):
     """ltprune embedding train on a plain text file, --resume of the finished run, then eval."""
     (tmp_path / "t.txt").write_text("\n".join(TEXTS * 3) + "\n")

@@ -72,7 +72,8 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
         lambda_: float = 0.01, final_threshold: float = 0.01, batch_size: int = 32, threads: int = 2,
         shape=None, stages=("soft", "hard"), train_thresholds=(None,), learning_rate: float = 2e-5,
         threshold_lr: float | None = None, token_weight: float = 0.0, train_batch_size: int = 16,
-        eval_size: int = 200, reuse: bool = False, train_only: bool = False, tag: str = "") -> dict:
+        eval_size: int = 200, reuse: bool = False, train_only: bool = False, tag: str = "", warmup: float = 0.0,
+        save_steps: int | None = None) -> dict:
     """Run the curve for ``dataset``; writes ``output/<dataset>.json`` and returns it.
 
     ``shape``: the per-layer shape of the manual thresholds (and of ``train_thresholds``).
@@ -99,8 +100,8 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
         if reuse and (run_dir / stages[-1] / "final" / "modules.json").is_file():
             continue
         args = {s: StageArgs(max_steps=train_steps, batch_size=train_batch_size, logging_steps=10,
-                             learning_rate=learning_rate, threshold_lr=threshold_lr, warmup=0.1, seed=0,
-                             save_steps=max(train_steps // 4, 1))
+                             learning_rate=learning_rate, threshold_lr=threshold_lr, warmup=warmup, seed=0,
+                             save_steps=save_steps)
                 for s in stages}
         eval_texts = docs[:eval_size]  # the hard stage's best checkpoint is chosen on these (part of the pool)
         initial = None if start is None else manual_thresholds(start, layers, shape)
