@@ -30,6 +30,22 @@ def main() -> int:
     p.add_argument("--final-threshold", type=float, default=0.01)
     p.add_argument("--manual", default="0.002,0.004,0.006,0.008")
     p.add_argument("--scales", default="0.5,1.0,1.5")
+    p.add_argument("--shape", help="per-layer threshold shape, e.g. 1,0,0,0,0,0 (default: linear (l+1)/L)")
+    p.add_argument("--stages", default="soft,hard", help="label-free stages: soft,hard or hard (fixed thresholds)")
+    p.add_argument("--train-thresholds", default="",
+                   help="comma-separated theta_L: one run each, started from theta_L x shape (default: one run "
+                        "from the linear schedule of --final-threshold)")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--threshold-lr", type=float)
+    p.add_argument("--token-weight", type=float, default=0.0, help="weight of the token-state distillation term")
+    p.add_argument("--train-batch-size", type=int, default=16)
+    p.add_argument("--warmup", type=float, default=0.0, help="warm-up steps, or a fraction of them when < 1")
+    p.add_argument("--save-steps", type=int, help="checkpoint (and score the held-out texts) every N steps "
+                                                  "(default: once per epoch)")
+    p.add_argument("--train-only", action="store_true", help="run the label-free trainings only (no pool scoring)")
+    p.add_argument("--reuse-run", action="store_true",
+                   help="score a run folder that already holds its final model (resume an unfinished one)")
+    p.add_argument("--tag", default="", help="the result file is <output>/<dataset><tag>.json")
     p.add_argument("--throughput", help="a pruned folder, or comma-separated thresholds: time encode() only")
     p.add_argument("--scale", type=float, default=1.0, help="with --throughput: scale the folder's thresholds")
     p.add_argument("--count", type=int, default=512, help="with --throughput: texts timed")
@@ -64,7 +80,15 @@ def main() -> int:
     result = experiment.run(a.dataset, model, out, size=a.size, train_size=a.train_size,
                             manual=[float(v) for v in a.manual.split(",") if v],
                             scales=[float(v) for v in a.scales.split(",") if v], train_steps=a.train_steps,
-                            lambda_=a.lambda_, final_threshold=a.final_threshold, threads=a.threads)
+                            lambda_=a.lambda_, final_threshold=a.final_threshold, threads=a.threads,
+                            shape=[float(v) for v in a.shape.split(",")] if a.shape else None,
+                            stages=[v for v in a.stages.split(",") if v],
+                            train_thresholds=[float(v) for v in a.train_thresholds.split(",") if v] or [None],
+                            learning_rate=a.lr, threshold_lr=a.threshold_lr, token_weight=a.token_weight,
+                            train_batch_size=a.train_batch_size, reuse=a.reuse_run, train_only=a.train_only,
+                            tag=a.tag, warmup=a.warmup, save_steps=a.save_steps)
+    if a.train_only:
+        return 0
     print(f"{a.dataset}: {result['documents']} documents, mean {result['mean_tokens']:.0f} tokens")
     print(experiment.table(result))
     return 0

@@ -27,7 +27,7 @@ from ltprune.embedding.encode import embed  # noqa: E402
 from ltprune.embedding.pooling import PoolingSpec, pool  # noqa: E402
 from ltprune.embedding.st import load, parts, patch_sentence_transformer, save  # noqa: E402
 from ltprune.embedding.texts import load_texts, split_texts  # noqa: E402
-from ltprune.errors import DataError, LTPError  # noqa: E402
+from ltprune.errors import ConfigError, DataError, LTPError  # noqa: E402
 
 from conftest import offline_model_dir  # noqa: E402
 from reference import masked_reference  # noqa: E402
@@ -172,6 +172,52 @@ def test_survivor_pooling_is_the_mean_of_the_kept_real_tokens(rows, seed):
         assert torch.allclose(every[b], hidden[b, mask[b].bool()].mean(0), atol=1e-5)
 
 
+def test_token_state_loss_counts_only_the_masked_positions():
+    from ltprune.embedding.training import token_state_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0]]).bool()
+    student = teacher.clone()
+    student[~mask] += 100.0  # masked-out positions do not count
+    assert float(token_state_loss(student, teacher, mask)) == 0.0
+    student = teacher.clone()
+    student[mask] *= 2.0  # ||2t - t||^2 / ||t||^2 = 1 over the kept positions
+    assert float(token_state_loss(student, teacher, mask)) == pytest.approx(1.0)
+    loss = token_state_loss(student.requires_grad_(), teacher.requires_grad_(), mask)
+    loss.backward()
+    assert teacher.grad is None  # the unpruned model's states are the target
+
+
+def test_manual_threshold_shapes():
+    from ltprune.embedding.experiment import manual_thresholds
+
+    assert manual_thresholds(0.006, 3) == pytest.approx([0.002, 0.004, 0.006])
+    assert manual_thresholds(0.008, 3, [1, 0, 0]) == pytest.approx([0.008, 0.0, 0.0])
+    with pytest.raises(ConfigError, match="one per layer"):
+        manual_thresholds(0.008, 3, [1, 0])
+
+
+def test_hard_stage_from_given_thresholds_with_token_term(tiny_st_dir, tmp_path):
+    """train_embedding(thresholds=...) fine-tunes for exactly those thresholds; the token-state
+    term is logged and recorded in the run record (so --resume refuses a different objective)."""
+    from ltprune.config import LTPConfig, StageArgs
+    from ltprune.embedding.training import train_embedding
+
+    thresholds = [0.02, 0.0, 0.0]
+    args = {"hard": StageArgs(max_steps=2, batch_size=3, learning_rate=1e-4, logging_steps=1, seed=0)}
+    result = train_embedding(tiny_st_dir, tmp_path / "run", train_texts=TEXTS, eval_texts=TEXTS[:3],
+                             stages=("hard",), ltp=LTPConfig(lambda_=0.0), stage_args=args, thresholds=thresholds,
+                             token_weight=1.0)
+    assert ltprune.get_thresholds(load(tmp_path / "run" / "hard" / "final")).tolist() == pytest.approx(thresholds)
+    assert result["hard"]["relative_flops"] < 1.0  # the first layer's threshold removes tokens
+    record = json.loads((tmp_path / "run" / "ltprune_run.json").read_text())
+    assert record["objective"] == {"mse_weight": 0.0, "token_weight": 1.0, "thresholds": thresholds}
+    with pytest.raises(ConfigError, match="token_weight"):
+        train_embedding(tiny_st_dir, tmp_path / "bad", train_texts=TEXTS, eval_texts=TEXTS[:3], stages=("hard",),
+                        stage_args=args, token_weight=-1.0)
+
+
 def test_metrics():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 8))
@@ -270,6 +316,17 @@ def test_minilm_label_free_training_lowers_distillation_loss(minilm_dir, tmp_pat
     assert after > before + 0.01, (before, after)
     assert result["hard"]["mean_cosine"] == pytest.approx(after, abs=1e-4)
     assert json.loads((tmp_path / "run" / "ltprune_run.json").read_text())["task"] == "embedding"
+
+
+def test_cli_train_hard_stage_on_given_thresholds(tiny_st_dir, tmp_path):
+    (tmp_path / "t.txt").write_text("\n".join(TEXTS * 2) + "\n")
+    common = ("embedding", "train", "--model", str(tiny_st_dir), "--texts", str(tmp_path / "t.txt"), "--stages",
+              "hard", "--max-steps", "1", "--batch-size", "4", "--threads", "1", "--token-weight", "0.5")
+    run = _cli(*common, "--output-dir", str(tmp_path / "run"), "--thresholds", "0.02,0,0")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert ltprune.get_thresholds(load(tmp_path / "run" / "hard" / "final")).tolist() == pytest.approx([0.02, 0, 0])
+    bad = _cli(*common, "--output-dir", str(tmp_path / "bad"), "--thresholds", "0.02,x,0")
+    assert bad.returncode == 2 and "--thresholds takes comma-separated numbers" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_cli_train_resume_and_eval(tiny_st_dir, tmp_path):

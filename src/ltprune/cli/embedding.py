@@ -40,6 +40,11 @@ def add_parsers(sub) -> None:
     t.add_argument("--pooling", choices=["survivors", "restored"], default="survivors",
                    help="mean pooling over the surviving tokens or over all, removed ones restored")
     t.add_argument("--mse-weight", type=float, default=0.0, help="weight of an MSE term beside the cosine loss")
+    t.add_argument("--token-weight", type=float, default=0.0,
+                   help="weight of a token-state term: the surviving tokens' last-layer states vs the unpruned "
+                        "model's at the same positions (relative squared error)")
+    t.add_argument("--thresholds", help="comma-separated per-layer thresholds to start from (with --stages hard: "
+                                        "the fixed thresholds the weights are tuned for; e.g. 0.0075,0,0,0,0,0)")
     t.add_argument("--resume", action="store_true", help="continue this same run from its last complete checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
     add_ltp_options(t)
@@ -87,6 +92,16 @@ def _check_positive(value, option) -> None:
         raise ConfigError(f"{option} must be >= 1, got {value}")
 
 
+def _thresholds(text):
+    """``--thresholds 0.0075,0,0,...`` as floats (None when not given); a bad entry is a one-line error."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--thresholds takes comma-separated numbers, one per layer; got {text!r}") from None
+
+
 def cmd_train(a) -> int:
     stages = parse_stages(a.stages, allowed=STAGES)
     if a.resume and a.overwrite:
@@ -108,7 +123,8 @@ def cmd_train(a) -> int:
         texts, held = split_texts(texts)
         held = held[:a.max_eval_texts]
     results = train_embedding(a.model, a.output_dir, train_texts=texts, eval_texts=held, stages=stages, ltp=ltp,
-                              stage_args=stage_args, pooling=a.pooling, mse_weight=a.mse_weight, resume=a.resume,
+                              stage_args=stage_args, pooling=a.pooling, mse_weight=a.mse_weight,
+                              token_weight=a.token_weight, thresholds=_thresholds(a.thresholds), resume=a.resume,
                               overwrite=a.overwrite,
                               data_description={"texts": str(a.texts), "split": a.split, "column": a.text_column,
                                                 "max_texts": a.max_texts, "eval_texts": a.eval_texts})

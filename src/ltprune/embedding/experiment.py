@@ -6,9 +6,11 @@ For one review set: a pool of >= 2,000 held-out documents is embedded by the unp
 neighbours among the pool, and 5-fold linear-probe and leave-one-out 10-NN accuracy on the
 pool's sentiment labels (the only labels used anywhere: training is label-free).
 
-Operating points: ``manual`` (thresholds rising linearly to theta_L, no training: METHOD §7)
-and ``ltp`` (one label-free soft + hard run; its learned thresholds, and the same thresholds
-scaled by a few factors, give the curve around it: each scaled point is labelled so).
+Operating points: ``manual`` (thresholds theta_L * shape, no training: METHOD §7's linear
+shape by default, or e.g. ``1,0,0,0,0,0``: one pruning step at the first layer) and ``ltp``
+(label-free runs: soft + hard, or the hard stage alone on fixed thresholds; each run's final
+thresholds, and the same thresholds scaled by a few factors, give the curve around it: each
+scaled point is labelled so). Several ``train_thresholds`` give one run each.
 """
 
 from __future__ import annotations
@@ -56,14 +58,32 @@ def score(vectors, reference, labels) -> dict:
     return out
 
 
-def manual_thresholds(final: float, layers: int) -> list[float]:
-    return [final * (i + 1) / layers for i in range(layers)]
+def manual_thresholds(final: float, layers: int, shape=None) -> list[float]:
+    """theta_L * shape_l: the linear (l + 1) / L of METHOD §7 when ``shape`` is None."""
+    if shape is None:
+        return [final * (i + 1) / layers for i in range(layers)]
+    if len(shape) != layers:
+        raise ConfigError(f"a threshold shape needs {layers} values (one per layer), got {len(shape)}")
+    return [final * float(w) for w in shape]
 
 
 def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: int = 1000,
         manual=(0.002, 0.004, 0.006, 0.008), scales=(0.5, 1.0, 1.5), train_steps: int = 40,
-        lambda_: float = 0.01, final_threshold: float = 0.01, batch_size: int = 32, threads: int = 2) -> dict:
-    """Run the curve for ``dataset``; writes ``output/<dataset>.json`` and returns it."""
+        lambda_: float = 0.01, final_threshold: float = 0.01, batch_size: int = 32, threads: int = 2,
+        shape=None, stages=("soft", "hard"), train_thresholds=(None,), learning_rate: float = 2e-5,
+        threshold_lr: float | None = None, token_weight: float = 0.0, train_batch_size: int = 16,
+        eval_size: int = 200, reuse: bool = False, train_only: bool = False, tag: str = "", warmup: float = 0.0,
+        save_steps: int | None = None) -> dict:
+    """Run the curve for ``dataset``; writes ``output/<dataset>.json`` and returns it.
+
+    ``shape``: the per-layer shape of the manual thresholds (and of ``train_thresholds``).
+    ``train_thresholds``: one label-free run per entry, started from theta_L * shape (None: the
+    linear initial schedule of ``final_threshold``, for a soft stage).
+
+    So that no piece holds the shared CPU for long: ``train_only`` runs the label-free trainings
+    and nothing else (a finished stage's checkpoints let an interrupted one ``resume``);
+    ``reuse`` evaluates a run folder that already holds the last stage's model instead of
+    training again. ``tag``: the result file is ``<dataset><tag>.json``."""
 
     torch.set_num_threads(threads)
     st_pkg = require_sentence_transformers()
@@ -72,6 +92,26 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
     docs, labels, train_texts = eval_pool(dataset, size, train_size)
     if len(docs) < size:
         raise ConfigError(f"{dataset}: only {len(docs)} documents for a pool of {size}")
+    stages = tuple(stages)
+    runs_ = [(start, output / (f"{dataset}_ltp" if start is None else f"{dataset}_ltp_{start:g}"))
+             for start in (train_thresholds if train_steps else ())]
+    layers = len(load(model_dir, mode="off")._ltp.encoder.ltp_thresholds)
+    for start, run_dir in runs_:
+        if reuse and (run_dir / stages[-1] / "final" / "modules.json").is_file():
+            continue
+        args = {s: StageArgs(max_steps=train_steps, batch_size=train_batch_size, logging_steps=10,
+                             learning_rate=learning_rate, threshold_lr=threshold_lr, warmup=warmup, seed=0,
+                             save_steps=save_steps)
+                for s in stages}
+        eval_texts = docs[:eval_size]  # the hard stage's best checkpoint is chosen on these (part of the pool)
+        initial = None if start is None else manual_thresholds(start, layers, shape)
+        resume = reuse and (run_dir / "ltprune_run.json").is_file()
+        train_embedding(model_dir, run_dir, train_texts=train_texts, eval_texts=eval_texts, stages=stages,
+                        ltp=LTPConfig(final_threshold=final_threshold, lambda_=lambda_), stage_args=args,
+                        thresholds=initial, token_weight=token_weight, overwrite=not resume, resume=resume,
+                        data_description={"dataset": dataset, "train_size": train_size})
+    if train_only:
+        return {}
     stock = st_pkg.SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     start = time.perf_counter()
     reference = stock.encode(docs, batch_size=batch_size)
@@ -79,30 +119,37 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
                **score(reference, reference, labels)}]
     log.warning("%s unpruned: %s", dataset, points[0])
     pruned = load(model_dir, mode="hard")
-    layers = pruned._ltp.dims.num_layers
     for final in manual:
-        set_thresholds(pruned, manual_thresholds(final, layers))
-        points.append(_point(pruned, docs, reference, labels, batch_size, method="manual", theta_L=final))
-    if train_steps:
-        run_dir = output / f"{dataset}_ltp"
-        args = {s: StageArgs(max_steps=train_steps, batch_size=16, logging_steps=10, learning_rate=2e-5,
-                             seed=0) for s in ("soft", "hard")}
-        eval_texts = docs[:200]  # the hard stage's best checkpoint is chosen on these (part of the pool)
-        train_embedding(model_dir, run_dir, train_texts=train_texts, eval_texts=eval_texts,
-                        ltp=LTPConfig(final_threshold=final_threshold, lambda_=lambda_), stage_args=args,
-                        overwrite=True, data_description={"dataset": dataset, "train_size": train_size})
-        trained = load(run_dir / "hard" / "final", mode="hard")
+        set_thresholds(pruned, manual_thresholds(final, layers, shape))
+        points.append(_point(pruned, docs, reference, labels, batch_size, method="manual", theta_L=final,
+                             shape=shape))
+    for start, run_dir in runs_:
+        trained = load(run_dir / stages[-1] / "final", mode="hard")
         learned = trained._ltp.encoder.ltp_thresholds.detach().clone()
         for factor in scales:
             set_thresholds(trained, learned * factor)
             points.append(_point(trained, docs, reference, labels, batch_size, method="ltp", scale=factor,
-                                 lambda_=lambda_, steps=train_steps, thresholds=(learned * factor).tolist()))
+                                 lambda_=lambda_, steps=train_steps, stages=list(stages), start_theta=start,
+                                 learning_rate=learning_rate, token_weight=token_weight,
+                                 thresholds=(learned * factor).tolist()))
     result = {"dataset": dataset, "documents": len(docs), "train_texts": len(train_texts),
               "mean_tokens": float(np.mean([len(x) for x in stock.tokenizer(docs, truncation=True,
                                                                              max_length=stock.max_seq_length)["input_ids"]])),
               "points": points}
-    (output / f"{dataset}.json").write_text(json.dumps(result, indent=1))
+    (output / f"{dataset}{tag}.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _shape_text(shape) -> str:
+    return "" if shape is None else " x (" + ",".join(f"{w:g}" for w in shape) + ")"
+
+
+def _ltp_text(p) -> str:
+    """How an ``ltp`` point was made: its run (stages, start) and the scale of its thresholds."""
+    run = "+".join(p.get("stages", ["soft", "hard"]))
+    if p.get("start_theta") is not None:
+        run += f" from theta {p['start_theta']:g}"
+    return f"{run}, x{p['scale']}"
 
 
 def _point(st, docs, reference, labels, batch_size, **info) -> dict:
@@ -172,8 +219,8 @@ def table(result: dict) -> str:
     rows = ["| method | setting | relative FLOPs | FLOPs reduction | mean cosine | recall@10 | probe acc | 10-NN acc |",
             "|---|---|---|---|---|---|---|---|"]
     for p in result["points"]:
-        setting = {"manual": lambda: f"theta_L={p['theta_L']}", "ltp": lambda: f"learned x{p['scale']}"}.get(
-            p["method"], lambda: "")()
+        setting = {"manual": lambda: f"theta_L={p['theta_L']}" + _shape_text(p.get("shape")),
+                   "ltp": lambda: _ltp_text(p)}.get(p["method"], lambda: "")()
         rows.append(f"| {p['method']} | {setting} | {p['relative_flops']:.3f} | {1 / p['relative_flops']:.2f}x | "
                     f"{p['mean_cosine']:.4f} | {p['recall_at_10']:.3f} | {p['probe_accuracy']:.4f} | "
                     f"{p['knn_accuracy']:.4f} |")

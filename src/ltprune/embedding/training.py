@@ -4,7 +4,12 @@ The target of every text is the unpruned model's own embedding (a frozen copy ma
 training), so any unlabeled text trains. The loss per batch is::
 
     loss = (1 - cos(e_pruned, e_unpruned)).mean() + mse_weight * ||e_pruned - e_unpruned||^2 / D
+           + token_weight * sum_kept ||h_pruned - h_unpruned||^2 / sum_kept ||h_unpruned||^2
            + lambda * L_reg                      (soft stage only, METHOD §3)
+
+The token-state term compares the last-layer states of the tokens that survive (the ones mean
+pooling averages) with the unpruned model's states at the same positions, relative to the
+latter's size so its weight is scale-free.
 
 Cosine, because sentence-transformers models are compared by cosine (and MiniLM's embeddings
 are L2-normalised, where MSE is 2 - 2 cos anyway). The stages are ltprune's own
@@ -25,11 +30,11 @@ import torch.nn.functional as F
 from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError, LTPError
 from ..training import LTPTrainer
-from .pooling import PoolingSpec, pool
+from .pooling import PoolingSpec, pool, pooling_mask
 import datasets
 from contextlib import nullcontext
 from .. import runs
-from ..patch import reset_thresholds, set_mode
+from ..patch import reset_thresholds, set_mode, set_thresholds
 from ..training import run_stage
 from .st import load, parts, patch_sentence_transformer, pooling_spec, save
 from ..evaluation import write_metrics
@@ -38,6 +43,21 @@ from transformers import TrainingArguments
 import hashlib
 
 log = logging.getLogger("ltprune")
+
+
+def check_weights(**weights) -> None:
+    """Loss weights are numbers >= 0 (a one-line error before any run folder is touched)."""
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError(f"{name} must be >= 0, got {value!r}")
+
+
+def token_state_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Relative squared error of (B, n, D) last-layer states over the (B, n) ``mask`` positions
+    (the survivors): sum ||s - t||^2 / sum ||t||^2; the teacher gets no gradient."""
+    teacher = teacher.detach().to(student.dtype)
+    m = mask.to(student.dtype)[..., None]
+    return ((student - teacher) ** 2 * m).sum() / ((teacher ** 2) * m).sum().clamp_min(1e-12)
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mse_weight: float = 0.0) -> tuple:
@@ -51,36 +71,46 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mse_weight: 
 class EmbeddingDistillTrainer(LTPTrainer):
     """LTPTrainer with the label-free distillation loss and a cosine dev score."""
 
-    def __init__(self, *args, teacher, spec: PoolingSpec, mse_weight: float = 0.0, **kwargs):
+    def __init__(self, *args, teacher, spec: PoolingSpec, mse_weight: float = 0.0, token_weight: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(mse_weight, (int, float)) or mse_weight < 0:
-            raise ConfigError(f"mse_weight must be >= 0, got {mse_weight!r}")
+        check_weights(mse_weight=mse_weight, token_weight=token_weight)
+        self.token_weight = float(token_weight)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.spec = spec
         self.mse_weight = float(mse_weight)
         self._parts: dict[str, float] = {}
         self._parts_n = 0
 
-    def _embed(self, model, inputs):
+    def _embed(self, model, inputs, states: bool = False):
         out = model(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
         records = getattr(out, "ltp", None)
-        return pool(out.last_hidden_state, inputs["attention_mask"], self.spec, records), records
+        pooled = pool(out.last_hidden_state, inputs["attention_mask"], self.spec, records)
+        return (pooled, records, out.last_hidden_state) if states else (pooled, records)
 
-    def _teacher(self, inputs):
+    def _teacher(self, inputs, states: bool = False):
         with torch.no_grad():
             out = self.teacher(**{k: v for k, v in inputs.items()
                                   if k in ("input_ids", "attention_mask", "token_type_ids")})
-        return pool(out.last_hidden_state, inputs["attention_mask"], PoolingSpec(self.spec.strategy, "restored",
-                                                                               self.spec.normalize))
+        pooled = pool(out.last_hidden_state, inputs["attention_mask"], PoolingSpec(self.spec.strategy, "restored",
+                                                                                 self.spec.normalize))
+        return (pooled, out.last_hidden_state) if states else pooled
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        student, records = self._embed(model, inputs)
-        loss, cos, mse = distillation_loss(student, self._teacher(inputs), self.mse_weight)
+        student, records, hidden = self._embed(model, inputs, states=True)
+        target, target_hidden = self._teacher(inputs, states=True)
+        loss, cos, mse = distillation_loss(student, target, self.mse_weight)
+        tokens = 0.0
+        if self.token_weight:
+            tokens = token_state_loss(hidden, target_hidden, pooling_mask(inputs["attention_mask"], records))
+            loss = loss + self.token_weight * tokens
+            tokens = tokens.detach()
         cfg = self.accelerator.unwrap_model(model)._ltp.config
         reg = records.reg_loss if records is not None else None
         if reg is not None and cfg.lambda_ > 0:
             loss = loss + cfg.lambda_ * reg
-        for key, value in (("cosine_loss", cos), ("mse", mse), ("reg", reg.detach() if reg is not None else 0.0)):
+        for key, value in (("cosine_loss", cos), ("mse", mse), ("token_loss", tokens),
+                           ("reg", reg.detach() if reg is not None else 0.0)):
             self._parts[key] = self._parts.get(key, 0.0) + float(value)
         self._parts_n += 1
         return (loss, {"embedding": student}) if return_outputs else loss
@@ -131,14 +161,20 @@ def tokenize_texts(texts: list[str], tokenizer, max_length: int):
 
 def train_embedding(model_path, output_dir, *, train_texts: list[str], eval_texts: list[str],
                     stages=("soft", "hard"), ltp: LTPConfig | None = None, stage_args: dict | None = None,
-                    pooling: str | None = None, mse_weight: float = 0.0, resume: bool = False,
-                    overwrite: bool = False, data_description: dict | None = None) -> dict:
+                    pooling: str | None = None, mse_weight: float = 0.0, token_weight: float = 0.0,
+                    thresholds=None, resume: bool = False, overwrite: bool = False,
+                    data_description: dict | None = None) -> dict:
     """Prune a sentence-transformers model without labels: ``stages`` of soft/hard in order.
 
     Each stage writes ``output_dir/<stage>/final``: a sentence-transformers folder (load it with
     :func:`ltprune.embedding.load`) that is also the stage's resumable checkpoint. The run folder
     follows ``ltprune.runs`` (``ltprune_run.json``, ``--resume`` continues only the same run,
     ``--overwrite`` replaces it). Returns {stage: held-out metrics}.
+
+    ``thresholds``: the per-layer thresholds to start from (default: the linear initial schedule
+    of ``ltp.final_threshold`` for a soft stage, the model's own otherwise); with ``stages=("hard",)``
+    they are the fixed thresholds the weights are fine-tuned for. ``token_weight``: the
+    token-state term (module docstring).
     """
 
 
@@ -148,6 +184,7 @@ def train_embedding(model_path, output_dir, *, train_texts: list[str], eval_text
         raise ConfigError(f"embedding stages are soft and hard; got {', '.join(bad) or 'none'}")
     if not train_texts or not eval_texts:
         raise LTPError("label-free training needs training texts and held-out texts")
+    check_weights(mse_weight=mse_weight, token_weight=token_weight)
     stage_args = {s: (stage_args or {}).get(s) or StageArgs() for s in stages}
     ltp = ltp or LTPConfig()
     output_dir = Path(output_dir)
@@ -155,6 +192,8 @@ def train_embedding(model_path, output_dir, *, train_texts: list[str], eval_text
                               stage_args=stage_args, data_kwargs=data_description or {}, max_length=None,
                               quantization=None)
     record["data_fingerprint"] = _fingerprint(train_texts, eval_texts)
+    record["objective"] = {"mse_weight": float(mse_weight), "token_weight": float(token_weight),
+                           "thresholds": None if thresholds is None else [float(t) for t in thresholds]}
     main = runs.is_main_process()
     with runs.RunLock(output_dir) if main else nullcontext():
         previous = runs.check_folder(output_dir, resume, overwrite)
@@ -164,7 +203,9 @@ def train_embedding(model_path, output_dir, *, train_texts: list[str], eval_text
         transformer, hf, _, _ = parts(st)
         teacher = copy.deepcopy(hf)  # the unpruned model: the distillation target, frozen
         patch_sentence_transformer(st, ltp.replace(mode="soft" if "soft" in stages else "hard"), pooling=pooling)
-        if "soft" in stages:
+        if thresholds is not None:
+            set_thresholds(hf, thresholds)
+        elif "soft" in stages:
             reset_thresholds(hf)
         spec = pooling_spec(st)
         tokenizer = st.tokenizer
@@ -179,7 +220,8 @@ def train_embedding(model_path, output_dir, *, train_texts: list[str], eval_text
         for stage in stages:
             summary = run_stage(hf, tokenizer, train_ds, eval_ds, None, stage, output_dir / stage, stage_args[stage],
                                 resume, trainer_cls=EmbeddingDistillTrainer,
-                                trainer_kwargs={"teacher": teacher, "spec": spec, "mse_weight": mse_weight})
+                                trainer_kwargs={"teacher": teacher, "spec": spec, "mse_weight": mse_weight,
+                                                "token_weight": token_weight})
             set_mode(hf, "hard")
             final = output_dir / stage / "final"
             if main:
