@@ -162,7 +162,8 @@ def ranking(texts):
         return attention(p, a).masked_fill(sinks(a), 1e9)
 
     variants = {"attention": attention, "no_sink_columns": no_sink_columns, "attention+keep_sep": keep_sep,
-                "random": lambda p, a: torch.rand(a.shape, generator=g), "lowest_attention": lambda p, a: -attention(p, a)}
+                "random": lambda p, a: torch.rand(a.shape, generator=g),
+                "lowest_attention": lambda p, a: -attention(p, a)}
     rows = []
     eb = batches(tok, texts)
     refs = [meanpool(model(**b).last_hidden_state, b["attention_mask"]) for b in eb]
@@ -222,7 +223,8 @@ def mapped(texts):
             acc["mapped"].append((meanpool(m, am) * e_ref).sum(-1))
             macs += float(rec.macs().sum())
             base += float(rec.baseline_macs().sum())
-        rows.append({"theta_L": th, "relative_flops": macs / base, **{k: float(torch.cat(v).mean()) for k, v in acc.items()}})
+        rows.append({"theta_L": th, "relative_flops": macs / base,
+                     **{k: float(torch.cat(v).mean()) for k, v in acc.items()}})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
