@@ -30,6 +30,7 @@ from transformers import DataCollatorWithPadding, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from . import data, evaluation, loading, runs
+from .calibration import calibrate_thresholds
 from .checkpoint import TORCH_STATE_SUFFIXES, _safetensors_ok, _zip_ok
 from .checks import parse_stages
 # load_model, load_tokenizer, set_threads, subsample, LTPTrainer: imported here for the stages, and
@@ -222,6 +223,10 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         for stage in stages:
             args = stage_args[stage]
             eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
+            calibration = None
+            if stage == "hard" and ltp is not None and ltp.target_flops is not None:
+                calibration = _calibrate(model, tokenized["train"], tokenizer.pad_token_id, ltp.target_flops,
+                                         args, output_dir / stage if main else None)
             run_stage(model, tokenizer, tokenized["train"], eval_ds, info, stage, output_dir / stage, args, resume,
                       trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
             if stage == "finetune":
@@ -229,6 +234,9 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
             result = evaluation.evaluate(model, tokenized["validation"], info, tokenizer.pad_token_id)
             if quantization is not None:
                 result.update(bops_for(model, result))
+            if calibration is not None:  # flat scalars: they reach metrics.json and the model card
+                result.update(target_flops=calibration["target_flops"], calibration_factor=calibration["factor"],
+                              calibration_relative_flops=calibration["relative_flops"])
             results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}
             if main:
                 evaluation.write_metrics(result, output_dir / stage)
