@@ -113,7 +113,7 @@ def target_line(summary: dict) -> str:
     asked = (f"target {target:.3f} relative FLOPs ({1 / target:.2f}x fewer), " if target is not None
              else f"no FLOPs target (lambda {summary['ltp_config']['lambda_']:g}), ")
     return (f"[demo] {asked}{landed}; dev accuracy {ltp['accuracy']:.4f} vs unpruned {ref['accuracy']:.4f} "
-            f"({drop:+.2f} points drop)")
+            f"(accuracy drop {drop:.2f} points)")
 
 
 def _summary(rows, speed, wall, quick, ltp=None, calibration=None):

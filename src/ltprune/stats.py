@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 
+from scipy import stats as scipy_stats
+
 
 def t_quantile(confidence: float, dof: int) -> float:
     """The two-sided Student t quantile t_{(1 + confidence) / 2, dof}."""
-    from scipy import stats  # (only the statistics of repeated runs need scipy.stats)
-
-    return float(stats.t.ppf((1.0 + confidence) / 2.0, dof))
+    return float(scipy_stats.t.ppf((1.0 + confidence) / 2.0, dof))
 
 
 def summarize(values, confidence: float = 0.95) -> dict:

@@ -246,3 +246,15 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
             log.warning("stage %s: dev %s %.4f, relative FLOPs %.3f", stage, info.metric, result["metric"],
                         result["relative_flops"])
     return results
+
+
+def _calibrate(model, train_ds, pad_id: int, target: float, args: StageArgs, folder) -> dict:
+    """Thresholds scaled to ``target`` relative FLOPs on training texts before the hard stage
+    (calibration.py), written to ``folder/calibration.json``; returns the record."""
+    calibration = calibrate_thresholds(model, train_ds, pad_id, target, seed=args.seed,
+                                       batch_size=args.eval_batch_size)
+    log.warning("calibration to %.3f relative FLOPs: thresholds x %.4f -> %.4f on %d training texts",
+                target, calibration["factor"], calibration["relative_flops"], calibration["num_examples"])
+    if folder is not None:
+        runs.write_json_atomic(Path(folder) / "calibration.json", calibration)
+    return calibration
