@@ -46,3 +46,22 @@ def test_same_seed_rerun_of_a_real_model_reproduces_metrics_and_thresholds(tmp_p
                       for s, m in summary["stages"].items()}))
     assert runs[0] == runs[1]
     assert any(t != 0 for t in runs[0][0])  # the thresholds did learn something
+
+
+@pytest.mark.integration
+def test_same_seed_rerun_with_a_flops_target_reproduces_calibration_and_metrics(tmp_path):
+    """The target's path (soft stage with the FLOPs penalty, calibration on training texts, hard
+    stage) on the offline model, twice with the same seeds: identical factor, thresholds, metrics."""
+    args = {s: StageArgs(max_steps=4, batch_size=8, logging_steps=1, learning_rate=5e-4, threshold_lr=1e-3)
+            for s in ("soft", "hard")}
+    data = dict(max_train_examples=96, max_eval_examples=32)
+    runs = []
+    for name in ("a", "b"):
+        train(str(offline_model_dir()), "rotten_tomatoes", tmp_path / name, stages=("soft", "hard"),
+              ltp=LTPConfig(final_threshold=0.01, lambda_=0.0, target_flops=0.6), stage_args=args, data_kwargs=data)
+        calibration = json.loads((tmp_path / name / "hard" / "calibration.json").read_text())
+        metrics = json.loads((tmp_path / name / "hard" / "metrics.json").read_text())
+        runs.append((calibration, {k: metrics[k] for k in ("metric", "relative_flops", "thresholds",
+                                                            "calibration_factor", "tokens_per_layer")}))
+    assert runs[0] == runs[1]
+    assert abs(runs[0][0]["relative_flops"] - 0.6) <= 0.02  # landed on the target on the training texts

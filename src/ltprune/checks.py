@@ -7,6 +7,7 @@ written is found before data and model are loaded, not when the results are save
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -123,3 +124,45 @@ def parse_floats(text: str | None, option: str) -> list[float] | None:
     if not values or not all(math.isfinite(v) for v in values):
         raise ConfigError(f"{option} must be a comma list of finite numbers, got {text!r}")
     return values
+
+
+def parse_length_config(text: str, option: str = "--length-config") -> dict:
+    """A LAT length configuration for ``ltprune eval``: ``{"keep_lengths": [...]}`` (absolute
+    tokens per layer) or ``{"keep_ratios": [...]}`` (fractions of each input), as JSON text, a
+    JSON file (also a LAT ``search.json``, whose ``best`` is used, or a sweep point), or a comma
+    list (integers: lengths; fractions: ratios). Returns {"keep_lengths": [...]} or
+    {"keep_ratios": [...]}."""
+    raw = str(text).strip()
+    source = raw
+    if raw and raw[0] not in "[{" and looks_like_path(raw) and Path(raw).expanduser().is_file():
+        source = check_readable_file(raw, option).read_text(encoding="utf-8")
+    value = None
+    if source.lstrip()[:1] in ("[", "{"):
+        try:
+            value = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{option}: not valid JSON ({exc})") from None
+    else:
+        value = parse_floats(source, option)
+        if value is None:
+            raise ConfigError(f"{option}: empty length configuration")
+    if isinstance(value, dict) and isinstance(value.get("best"), dict):
+        value = value["best"]  # a LAT search state file
+    if isinstance(value, dict):
+        keys = [k for k in ("keep_lengths", "keep_ratios") if value.get(k) is not None]
+        if len(keys) != 1:
+            raise ConfigError(f"{option}: give exactly one of keep_lengths or keep_ratios, got {sorted(value)}")
+        kind, values = keys[0], value[keys[0]]
+    else:
+        values = value
+        kind = "keep_lengths" if all(float(v) == int(v) and float(v) >= 1 for v in values) else "keep_ratios"
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ConfigError(f"{option}: {kind} must be a non-empty list of numbers, got {values!r}")
+    if kind == "keep_lengths":
+        if not all(float(v) == int(v) and v >= 1 for v in values):
+            raise ConfigError(f"{option}: keep_lengths must be integers >= 1, got {values}")
+        return {"keep_lengths": [int(v) for v in values]}
+    if not all(0 <= v <= 1 for v in values):
+        raise ConfigError(f"{option}: keep_ratios must lie in [0, 1], got {values}")
+    return {"keep_ratios": [float(v) for v in values]}

@@ -34,6 +34,12 @@ class LTPConfig:
     final_threshold: float = 0.01
     temperature: float = 1e-3
     lambda_: float = 0.1
+    # A FLOPs budget for the soft stage (relative FLOPs, e.g. 0.5 for 2x fewer): the soft stage's
+    # loss gets lambda_flops * (expected relative FLOPs - target)^2, computed from the soft masks
+    # with flops.py's formula (pruning.expected_tokens), and ``training.train`` calibrates the
+    # thresholds to it on training data before the hard stage (calibration.py). None: no target.
+    target_flops: float | None = None
+    lambda_flops: float = 10.0
     score_normalization: str = "reference"
     n_ref: int = 128
     keep_first_token: bool = True
@@ -71,13 +77,18 @@ class LTPConfig:
             if not cond:
                 raise ConfigError(msg)
 
-        for name in ("final_threshold", "temperature", "lambda_"):
+        for name in ("final_threshold", "temperature", "lambda_", "lambda_flops"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and math.isfinite(value),
                   f"{name} must be a finite number, got {value!r}")
         check(self.final_threshold >= 0, f"final_threshold must be >= 0, got {self.final_threshold}")
         check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         check(self.lambda_ >= 0, f"lambda_ must be >= 0, got {self.lambda_}")
+        check(self.lambda_flops >= 0, f"lambda_flops must be >= 0, got {self.lambda_flops}")
+        if self.target_flops is not None:
+            check(isinstance(self.target_flops, (int, float)) and 0 < self.target_flops <= 1,
+                  f"target_flops must lie in (0, 1] (relative FLOPs; 0.5 = 2x fewer), got {self.target_flops!r}")
+            self.target_flops = float(self.target_flops)
         check(isinstance(self.n_ref, int) and self.n_ref > 0, f"n_ref must be a positive int, got {self.n_ref!r}")
         for name, allowed in (("mode", MODES), ("layout", LAYOUTS),
                               ("score_normalization", NORMALIZATIONS), ("soft_mask", SOFT_MASKS),

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from . import bench
+from .calibration import CALIBRATION_EXAMPLES, calibrate_thresholds
 from .config import LTPConfig
 from .data import load_task, tokenize_task
 from .evaluation import evaluate, write_metrics
@@ -24,8 +25,11 @@ from .timing import time_variants
 from .training import StageArgs, load_model, load_tokenizer, run_stage, set_threads, subsample
 
 # Picked from the tuning runs recorded in docs/RESULTS.md (final threshold 0.01 removed too
-# little, 0.02 too much; the hard stage needs two epochs to recover).
+# little, 0.02 too much; the hard stage needs two epochs to recover). With a FLOPs target (the
+# default: 2x fewer) lambda is 0 and the target's penalty and calibration set the operating point;
+# ``target_flops=None`` runs the lambda recipe.
 DEMO_LTP = dict(final_threshold=0.013, lambda_=0.1, temperature=1e-3)
+DEMO_TARGET = 0.5
 DEMO_STAGES = {
     "finetune": StageArgs(learning_rate=5e-5, epochs=2, batch_size=32, logging_steps=100),
     "soft": StageArgs(learning_rate=2e-5, epochs=1, batch_size=32, logging_steps=100),
@@ -41,7 +45,8 @@ def measure_throughput(models: dict, dataset, pad_id: int, batch_size: int, repe
                    "sequences_per_s": len(dataset) / t["median"]} for name, t in timings.items()}
 
 
-def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resume: bool = False) -> dict:
+def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resume: bool = False,
+             target_flops: float | None = DEMO_TARGET) -> dict:
     set_threads(threads)
     start = time.time()
     output_dir = Path(output_dir)
@@ -50,12 +55,21 @@ def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resu
                           max_train_examples=256 if quick else None)
     tokenizer = load_tokenizer(str(model_dir))
     data = tokenize_task(dsd, tokenizer, info)
-    model = load_model(str(model_dir), info.num_labels, False, LTPConfig(**DEMO_LTP), label_names=info.label_names,
+    ltp = LTPConfig(**demo_ltp(target_flops))
+    model = load_model(str(model_dir), info.num_labels, False, ltp, label_names=info.label_names,
                        seed=DEMO_STAGES["finetune"].seed)
     rows = {}
+    calibration = None
     for stage, args in DEMO_STAGES.items():
         if quick:
             args = StageArgs(**{**args.__dict__, "max_steps": 4, "logging_steps": 2})
+        if stage == "hard" and target_flops is not None:
+            print(f"[demo] calibrating the thresholds to {target_flops:g} relative FLOPs on training texts ...",
+                  flush=True)
+            calibration = calibrate_thresholds(model, data["train"], tokenizer.pad_token_id, target_flops,
+                                               num_examples=128 if quick else CALIBRATION_EXAMPLES, seed=args.seed)
+            (output_dir / stage).mkdir(parents=True, exist_ok=True)
+            (output_dir / stage / "calibration.json").write_text(json.dumps(calibration, indent=1))
         print(f"[demo] stage {stage} ...", flush=True)
         run_stage(model, tokenizer, data["train"], data["validation"], info, stage, output_dir / stage, args, resume)
         if stage == "finetune":
@@ -73,18 +87,40 @@ def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resu
         subset = subsample(data["validation"], 200 if batch_size == 1 else None)
         speed[batch_size] = measure_throughput({"unpruned": stock, "ltp": model.eval()}, subset,
                                                tokenizer.pad_token_id, batch_size, repeats=2 if quick else 5)
-    summary = _summary(rows, speed, time.time() - start, quick)
+    summary = _summary(rows, speed, time.time() - start, quick, ltp, calibration)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     table = _table(summary)
     (output_dir / "summary.md").write_text(table + "\n")
     print("\n" + table)
     print(f"\noutputs in {output_dir}/ (checkpoints, metrics.json per stage, summary.json)")
+    print(target_line(summary))
     return summary
 
 
-def _summary(rows, speed, wall, quick):
+def demo_ltp(target_flops: float | None) -> dict:
+    """The demo's LTP settings: with a target, lambda 0 (the budget replaces it)."""
+    if target_flops is None:
+        return dict(DEMO_LTP)
+    return {**DEMO_LTP, "lambda_": 0.0, "target_flops": float(target_flops)}
+
+
+def target_line(summary: dict) -> str:
+    """The demo's last line: the target, where the hard model landed on dev, the accuracy drop."""
+    ltp, ref = summary["rows"]["ltp"], summary["rows"]["unpruned"]
+    drop = 100 * (ref["accuracy"] - ltp["accuracy"])
+    landed = f"landed at {ltp['relative_flops']:.3f} on dev ({1 / ltp['relative_flops']:.2f}x fewer FLOPs)"
+    target = summary.get("target_flops")
+    asked = (f"target {target:.3f} relative FLOPs ({1 / target:.2f}x fewer), " if target is not None
+             else f"no FLOPs target (lambda {summary['ltp_config']['lambda_']:g}), ")
+    return (f"[demo] {asked}{landed}; dev accuracy {ltp['accuracy']:.4f} vs unpruned {ref['accuracy']:.4f} "
+            f"(accuracy drop {drop:.2f} points)")
+
+
+def _summary(rows, speed, wall, quick, ltp=None, calibration=None):
     out = {"quick": quick, "wall_seconds": round(wall, 1), "torch_threads": torch.get_num_threads(),
-           "ltp_config": DEMO_LTP, "rows": {}}
+           "ltp_config": ltp.to_dict() if ltp is not None else DEMO_LTP, "rows": {},
+           "target_flops": ltp.target_flops if ltp is not None else None,
+           "calibration": calibration}
     for name, r in rows.items():
         out["rows"][name] = {k: r[k] for k in ("accuracy", "gflops", "baseline_gflops", "relative_flops",
                                                 "tokens_per_layer", "num_examples")}

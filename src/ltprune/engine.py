@@ -34,7 +34,8 @@ class LTPRecords:
 
     tokens_in[b, l]: tokens alive entering layer l; tokens_kept[b, l]: alive after its pruning
     step; pruned_at[b, i]: the layer that removed token i (num_layers if it survived, -1 for
-    padding); reg_loss: L_reg of the soft stage (None otherwise).
+    padding); reg_loss: L_reg of the soft stage (None otherwise); expected_relative_flops: the
+    soft stage's differentiable FLOPs estimate from its masks (what a FLOPs target steers).
     """
 
     lengths: torch.Tensor
@@ -44,6 +45,7 @@ class LTPRecords:
     hidden: int
     intermediate: int
     reg_loss: torch.Tensor | None = None
+    expected_relative_flops: torch.Tensor | None = None
     #: static step inside a CUDA graph: a device flag, True when the batch must be rerun exactly
     overflow: torch.Tensor | None = None
     #: FLOPs terms of position-dependent families (Dims.windows, Dims.position_keys; flops.py)
@@ -340,7 +342,10 @@ def _run_soft(adapter, layers, dims, config, thresholds, hidden_states, mask, ca
             capture.hidden_states.append(fill_padding(x, mask))
     counts = lengths[:, None].expand(batch, len(layers)).clone()
     pruned_at = torch.where(mask, len(layers), -1)
+    entering, kept = pruning.expected_tokens(pruning.survival(masks, config.soft_mask == "cumulative"), mask)
+    expected = flops_mod.relative_flops(entering, kept, lengths, dims.hidden, dims.intermediate, dims.windows,
+                                        dims.position_keys)
     records = LTPRecords(lengths, counts, counts.clone(), pruned_at, dims.hidden, dims.intermediate,
                          reg_loss=pruning.regularizer(masks, mask, config.n_ref), windows=dims.windows,
-                         position_keys=dims.position_keys)
+                         position_keys=dims.position_keys, expected_relative_flops=expected)
     return fill_padding(x, mask), records

@@ -65,6 +65,18 @@ def baseline_macs(lengths: torch.Tensor, num_layers: int, hidden: int, intermedi
     return example_macs(n, n, hidden, intermediate, windows, position_keys)
 
 
+def relative_flops(tokens_in: torch.Tensor, tokens_kept: torch.Tensor, lengths: torch.Tensor, hidden: int,
+                   intermediate: int, windows=None, position_keys: int = 0) -> torch.Tensor:
+    """Sum of MACs over the batch / the unpruned model's on the same unpadded inputs, as a tensor.
+
+    Differentiable in the token counts, so the soft stage's FLOPs target can use it on *expected*
+    counts (``pruning.expected_tokens``): the budget and the evaluation share this one formula.
+    """
+    macs = example_macs(tokens_in, tokens_kept, hidden, intermediate, windows, position_keys)
+    base = baseline_macs(lengths, tokens_in.shape[-1], hidden, intermediate, windows, position_keys)
+    return macs.sum() / base.sum()
+
+
 def gflops(macs: torch.Tensor) -> torch.Tensor:
     return 2.0 * macs / 1e9
 

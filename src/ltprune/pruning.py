@@ -75,6 +75,36 @@ def regularizer(masks: list[torch.Tensor], alive: torch.Tensor, n_ref: int) -> t
     return total / (batch * n_ref)
 
 
+def expected_tokens(survivals: list[torch.Tensor], alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) expected tokens entering / kept by each layer, from ``survival(masks)``: the
+    probability that each real token is alive after each layer. Layer 0 receives the whole input;
+    layer l receives what layer l - 1 kept.
+    """
+    alive = alive.to(survivals[0].dtype)
+    kept = torch.stack([(p * alive).sum(-1) for p in survivals], dim=1)
+    entering = torch.cat([alive.sum(-1, keepdim=True), kept[:, :-1]], dim=1)
+    return entering, kept
+
+
+def survival(masks: list[torch.Tensor], cumulative: bool) -> list[torch.Tensor]:
+    """Per layer, the probability that a token is still alive after it: the running product of
+    the soft masks (``cumulative`` masks already are one)."""
+    if cumulative:
+        return list(masks)
+    out, running = [], None
+    for m in masks:
+        running = m if running is None else running * m
+        out.append(running)
+    return out
+
+
+def flops_penalty(expected_relative_flops: torch.Tensor, target: float, weight: float) -> torch.Tensor:
+    """weight * (expected relative FLOPs - target)^2: two-sided, so the soft stage is pulled to
+    the budget from either side (DiffRate's FLOPs loss; LTMP's budget loss), not only pushed
+    below it; zero exactly at the target."""
+    return weight * (expected_relative_flops.float() - float(target)) ** 2
+
+
 def _rank_in_sequence(scores: torch.Tensor, seq_id: torch.Tensor, num_seqs: int) -> torch.Tensor:
     """Rank (0 = highest score) of every token within its own sequence."""
     order = torch.argsort(scores, descending=True, stable=True)

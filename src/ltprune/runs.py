@@ -241,8 +241,9 @@ def update_summary(folder, stage: str, result: dict, *, task: str, model: str, s
     entry = {"metric_name": result.get("metric_name"), "metric": result.get("metric"),
              "relative_flops": result.get("relative_flops"), "final": str(folder / stage / "final"),
              "metrics": str(folder / stage / "metrics.json")}
-    if "relative_bops" in result:
-        entry["relative_bops"] = result["relative_bops"]
+    for key in ("relative_bops", "target_flops", "calibration_factor"):
+        if key in result:
+            entry[key] = result[key]
     if stage == "hard":
         entry["final_is"] = "the best dev checkpoint of the stage (load_best_model_at_end), not its last step"
     summary.setdefault("stages", {})[stage] = entry

@@ -18,6 +18,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -27,8 +28,9 @@ from .baselines import lat
 from .baselines.lat import configure_length
 from .baselines.manual import configure_manual
 from .baselines.topk import configure_topk
+from .calibration import calibrate_thresholds
 from .checks import parse_floats
-from .config import LTPConfig
+from .config import LTPConfig, StageArgs
 from .errors import ConfigError, LTPError
 from .experiments.runner import (Experiment, PointStore, classification_data, find_point, finished,
                                  lengthdrop_model, stage_args_for)
@@ -36,10 +38,14 @@ from .names import STAGE_NAMES  # noqa: F401 (sweep.STAGE_NAMES: the stages stag
 from .names import SWEEP_KNOBS as DEFAULT_KNOBS  # (sweep.DEFAULT_KNOBS, sweep.METHODS: their names here)
 from .names import SWEEP_METHODS as METHODS
 from .patch import configured, get_config, get_thresholds, set_mode
+from .runs import write_json_atomic
+from .stats import summarize
 
 log = logging.getLogger("ltprune")
 
 KNOB_NAMES = {"ltp": "lambda", "topk": "final keep ratio", "manual": "final threshold", "lat": "FLOPs target"}
+#: LTP's default knobs when they are FLOPs targets (``ltp_knob="target"``): LAT's targets, for equal budgets.
+TARGET_KNOBS = [0.9, 0.75, 0.6, 0.5, 0.4]
 POINTS = "points.json"
 UNPRUNED = "unpruned"
 
@@ -88,6 +94,13 @@ class _Context(Experiment):
         self.output_dir = Path(output_dir)
         self.search_kwargs = dict(search_kwargs or {})
         self.length_drop_prob = length_drop_prob
+        self.seed = None  # set per repetition by run_sweep(seeds=...): overrides every stage's seed
+        self.ltp_knob = "lambda"  # or "target": LTP's knobs are FLOPs targets
+
+    def args(self, name: str) -> StageArgs:
+        """A stage's arguments, with the seed of the repetition being run (if any)."""
+        args = super().args(name)
+        return args if self.seed is None else dataclasses.replace(args, seed=self.seed)
 
 
 def _finetune(ctx: _Context) -> str:
@@ -106,12 +119,21 @@ def _unpruned_point(ctx: _Context) -> dict:
 
 
 def _ltp_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
-    model = ctx.load(ltp=ctx.ltp.replace(lambda_=float(knob), method="threshold", keep_ratios=None,
-                                         keep_lengths=None))
+    target = ctx.ltp_knob == "target"
+    if target and not 0 < knob <= 1:
+        raise ConfigError(f"an LTP FLOPs target must lie in (0, 1], got {knob}")
+    setting = {"lambda_": 0.0, "target_flops": float(knob)} if target else {"lambda_": float(knob)}
+    model = ctx.load(ltp=ctx.ltp.replace(**setting, method="threshold", keep_ratios=None, keep_lengths=None))
     model = ctx.stage(model, "soft", run_dir / "soft")
+    extra = {}
+    if target:  # the thresholds scaled to the target on training texts, then the hard stage at them
+        calibration = calibrate_thresholds(model, ctx.data["train"], ctx.pad_id, float(knob),
+                                           seed=ctx.args("hard").seed, batch_size=ctx.eval_batch_size)
+        write_json_atomic(run_dir / "hard" / "calibration.json", calibration)
+        extra = {"knob_kind": "target_flops", "calibration_factor": calibration["factor"]}
     model = ctx.stage(model, "hard", run_dir / "hard")
     thresholds = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
-    return _point("ltp", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds)
+    return _point("ltp", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds, **extra)
 
 
 def _topk_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
@@ -131,19 +153,26 @@ def _lat_point(ctx: _Context, model, knob: float, run_dir: Path) -> dict:
     if not 0 < knob:
         raise ConfigError(f"LAT FLOPs target must be > 0, got {knob}")
     kwargs = {"length_drop_prob": ctx.length_drop_prob, "batch_size": ctx.eval_batch_size, **ctx.search_kwargs}
+    if ctx.seed is not None:
+        kwargs["seed"] = ctx.seed
     best = lat.search_length_config(model, ctx.data["validation"], ctx.info, ctx.pad_id, float(knob),
                                 state_file=run_dir / "search.json", **kwargs)
     with configured(model):
         configure_length(model, best["keep_lengths"])
         result = ctx.evaluate(model, run_dir)
     return _point("lat", knob, result, run_dir, keep_lengths=best["keep_lengths"],
-                  lengthdrop_model=str(ctx.output_dir / "lat" / "lengthdrop" / "final"))
+                  lengthdrop_model=str(_lat_dir(ctx) / "lat" / "lengthdrop" / "final"))
+
+
+def _lat_dir(ctx: _Context) -> Path:
+    """Where LAT's LengthDrop model lives: one per sweep, or one per seed of a repeated sweep."""
+    return ctx.output_dir if ctx.seed is None else ctx.output_dir / f"seed-{ctx.seed}"
 
 
 def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: bool = False,
               ltp: LTPConfig | None = None, stage_args: dict | None = None, data_kwargs: dict | None = None,
               max_length: int | None = None, eval_batch_size: int = 64, search_kwargs: dict | None = None,
-              length_drop_prob: float = 0.2) -> list[dict]:
+              length_drop_prob: float = 0.2, seeds=None, ltp_knob: str = "lambda") -> list[dict]:
     """Train and evaluate one point per knob; returns the points of ``method`` (new and reused).
 
     ``method``: ltp, topk, manual, lat, or ``all`` (then ``knobs`` is None for the defaults or a
@@ -153,7 +182,15 @@ def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: boo
     ``stage_args``: StageArgs per stage name (finetune, soft, hard, lengthdrop).
     ``search_kwargs``: passed to ``baselines.lat.search_length_config`` (population, generations, ...).
     The unpruned model's dev result is stored as method ``unpruned`` (knob None).
+    ``seeds``: train every point once per seed (each stage's seed; LAT: its LengthDrop model, one
+    per seed, and its search), in ``<method>/<knob>/seed-<S>``; points record their seed, and
+    :func:`aggregate_points` sums them up (mean, std, 95% t-interval). The fine-tuned start and
+    the unpruned point are shared. None: one run per point with the stages' own seed (as before).
+    ``ltp_knob``: ``lambda`` (LTP's knobs are lambdas) or ``target`` (FLOPs targets: lambda 0, the
+    soft stage's FLOPs penalty, the thresholds calibrated before the hard stage; calibration.py).
     """
+    if ltp_knob not in ("lambda", "target"):
+        raise ConfigError(f"ltp_knob must be lambda or target, got {ltp_knob!r}")
     if method == "all":
         if knobs is not None and not isinstance(knobs, dict):
             raise ConfigError("with method 'all', knobs must be None (the defaults) or a dict method -> knobs")
@@ -166,49 +203,106 @@ def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: boo
     plan = {}
     for m in methods:
         values = (knobs or {}).get(m)
-        values = list(DEFAULT_KNOBS[m]) if values is None else [float(v) for v in values]
+        defaults = TARGET_KNOBS if (m == "ltp" and ltp_knob == "target") else DEFAULT_KNOBS[m]
+        values = list(defaults) if values is None else [float(v) for v in values]
         if not values or not all(math.isfinite(v) for v in values):
             raise ConfigError(f"knobs for {m} must be a non-empty list of finite numbers, got {values}")
         plan[m] = values
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    kind = "target_flops" if ltp_knob == "target" else None
+    if "ltp" in plan and any(p["method"] == "ltp" and p.get("knob_kind") != kind for p in load_points(output_dir)):
+        raise ConfigError(f"{output_dir / POINTS} holds LTP points of the other knob kind (lambda vs FLOPs "
+                          "target); use another output folder")
     ctx = _Context(model, task, output_dir, ltp, stage_args, data_kwargs, max_length, eval_batch_size,
                    search_kwargs, length_drop_prob)
+    ctx.ltp_knob = ltp_knob
     if finetune:
         ctx.model_path = _finetune(ctx)
     task_name = ctx.info.name
     if find_point(load_points(output_dir), task_name, UNPRUNED, None) is None:
         _add_point(output_dir, _unpruned_point(ctx))
 
+    seeds = _check_seeds(seeds)
     out = []
     for m, values in plan.items():
-        lat_model = None
-        for knob in values:
-            found = find_point(load_points(output_dir), task_name, m, knob)
-            if found is not None:
-                log.warning("sweep: %s %s=%g already in %s, reusing it", m, KNOB_NAMES[m], knob, POINTS)
-                out.append(found)
-                continue
-            run_dir = output_dir / m / knob_dirname(knob)
-            log.warning("sweep: %s %s=%g -> %s", m, KNOB_NAMES[m], knob, run_dir)
-            if m == "lat":
-                lat_model = lat_model if lat_model is not None else lengthdrop_model(
-                    ctx.load, ctx.tokenizer, ctx.data["train"], ctx.data["validation"], ctx.info, ctx.output_dir,
-                    ctx.stage_args["lengthdrop"], ctx.length_drop_prob)
-                point = _lat_point(ctx, lat_model, knob, run_dir)
-            else:
-                point = {"ltp": _ltp_point, "topk": _topk_point, "manual": _manual_point}[m](ctx, knob, run_dir)
-            _add_point(output_dir, point)
-            out.append(point)
-            log.warning("sweep: %s %s=%g: %s %.4f at %.3f relative FLOPs", m, KNOB_NAMES[m], knob,
-                        point["metric_name"], point["metric"], point["relative_flops"])
+        for seed in seeds:
+            ctx.seed = seed
+            out += _run_method(ctx, m, values, task_name)
+    ctx.seed = None
+    return out
+
+
+def _check_seeds(seeds) -> list:
+    if seeds is None:
+        return [None]
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+    return seeds
+
+
+def _run_method(ctx: _Context, m: str, values, task_name: str) -> list[dict]:
+    """Every knob of method ``m`` at the context's seed (points already there are reused)."""
+    output_dir, seed, out, lat_model = ctx.output_dir, ctx.seed, [], None
+    tag = "" if seed is None else f" seed {seed}"
+    name = "FLOPs target" if (m == "ltp" and ctx.ltp_knob == "target") else KNOB_NAMES[m]
+    for knob in values:
+        found = find_point(load_points(output_dir), task_name, m, knob, seed)
+        if found is not None:
+            log.warning("sweep: %s %s=%g%s already in %s, reusing it", m, name, knob, tag, POINTS)
+            out.append(found)
+            continue
+        run_dir = output_dir / m / knob_dirname(knob)
+        run_dir = run_dir if seed is None else run_dir / f"seed-{seed}"
+        log.warning("sweep: %s %s=%g%s -> %s", m, name, knob, tag, run_dir)
+        if m == "lat":
+            lat_model = lat_model if lat_model is not None else lengthdrop_model(
+                ctx.load, ctx.tokenizer, ctx.data["train"], ctx.data["validation"], ctx.info, _lat_dir(ctx),
+                ctx.args("lengthdrop"), ctx.length_drop_prob)
+            point = _lat_point(ctx, lat_model, knob, run_dir)
+        else:
+            point = {"ltp": _ltp_point, "topk": _topk_point, "manual": _manual_point}[m](ctx, knob, run_dir)
+        if seed is not None:
+            point["seed"] = seed
+        _add_point(output_dir, point)
+        out.append(point)
+        log.warning("sweep: %s %s=%g%s: %s %.4f at %.3f relative FLOPs", m, name, knob, tag,
+                    point["metric_name"], point["metric"], point["relative_flops"])
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # Table 1 and the plot
 # --------------------------------------------------------------------------------------------
+
+
+def aggregate_points(points: list[dict], confidence: float = 0.95) -> list[dict]:
+    """One point per (task, method, knob): over its seeds the mean metric and relative FLOPs
+    (as ``metric`` and ``relative_flops``), with ``n``, ``seeds`` and ``stats``: mean, std and a
+    ``confidence`` t-interval of each (stats.summarize). A point run once stays as it is
+    (``n`` 1, no interval)."""
+    groups: dict = {}
+    for p in points:
+        key = (p.get("task"), p["method"], None if p.get("knob") is None else round(float(p["knob"]), 12))
+        groups.setdefault(key, []).append(p)
+    out = []
+    for rows in groups.values():
+        first = dict(rows[0])
+        if len(rows) == 1:
+            out.append({**first, "n": 1})
+            continue
+        summary = {name: summarize([r[name] for r in rows], confidence)
+                   for name in ("metric", "relative_flops", "gflops") if all(name in r for r in rows)}
+        first.update(metric=summary["metric"]["mean"], relative_flops=summary["relative_flops"]["mean"],
+                     n=len(rows), seeds=[r.get("seed") for r in rows], stats=summary)
+        if "gflops" in summary:
+            first["gflops"] = summary["gflops"]["mean"]
+        for key in ("seed", "run_dir", "thresholds", "keep_lengths", "keep_ratios"):
+            first.pop(key, None)
+        out.append(first)
+    return out
 
 
 def table1(points, tolerance: float = 0.01) -> dict:
@@ -220,6 +314,7 @@ def table1(points, tolerance: float = 0.01) -> dict:
     """
     if isinstance(points, (str, os.PathLike)):
         points = load_points(points)
+    points = aggregate_points(points)  # repeated points: their means select, their intervals are shown
     out: dict = {}
     for task in dict.fromkeys(p.get("task") for p in points):
         rows = [p for p in points if p.get("task") == task]
@@ -238,13 +333,27 @@ def table1(points, tolerance: float = 0.01) -> dict:
             best = min(within, key=lambda p: (p["relative_flops"], -p["metric"]))
             entry[m] = {"knob": best["knob"], "metric": best["metric"], "drop": ref["metric"] - best["metric"],
                         "relative_flops": best["relative_flops"],
-                        "flops_reduction": 1.0 / best["relative_flops"] if best["relative_flops"] > 0 else math.inf}
+                        "flops_reduction": 1.0 / best["relative_flops"] if best["relative_flops"] > 0 else math.inf,
+                        "n": best.get("n", 1)}
+            if "stats" in best:
+                entry[m]["stats"] = best["stats"]
         out[task] = entry
     return out
 
 
+def _interval(row: dict, name: str, digits: int) -> str:
+    s = row.get("stats", {}).get(name)
+    if not s or s.get("half_width") is None:
+        return ""
+    return f" ±{s['half_width']:.{digits}f}"
+
+
 def format_table1(table: dict) -> str:
-    """Table 1 as text: one row per task and method."""
+    """Table 1 as text: one row per task and method; a repeated point shows its mean and the
+    half-width of its 95% t-interval (``±``) and its number of seeds."""
+    repeated = any(isinstance(r, dict) and r.get("n", 1) > 1 for e in table.values() for r in e.values())
+    if repeated:
+        return _format_table1_repeated(table)
     lines = [f"{'task':<18} {'method':<10} {'knob':>8} {'metric':>8} {'drop':>7} {'rel FLOPs':>9} {'reduction':>9}"]
     for task, entry in table.items():
         ref = entry[UNPRUNED]
@@ -260,6 +369,27 @@ def format_table1(table: dict) -> str:
     return "\n".join(lines)
 
 
+def _format_table1_repeated(table: dict) -> str:
+    lines = [f"{'task':<18} {'method':<10} {'knob':>8} {'n':>3} {'metric (95% CI)':>17} {'drop':>7} "
+             f"{'rel FLOPs (95% CI)':>18} {'reduction':>9}"]
+    for task, entry in table.items():
+        ref = entry[UNPRUNED]
+        lines.append(f"{str(task):<18} {UNPRUNED:<10} {'':>8} {'':>3} {ref['metric']:>17.4f} {'':>7} {1.0:>18.3f}"
+                     f" {1.0:>8.2f}x")
+        for m, row in entry.items():
+            if m == UNPRUNED:
+                continue
+            if row is None:
+                lines.append(f"{str(task):<18} {m:<10} {'-':>8} {'(no point within tolerance)':>35}")
+                continue
+            metric = f"{row['metric']:.4f}{_interval(row, 'metric', 4)}"
+            rel = f"{row['relative_flops']:.3f}{_interval(row, 'relative_flops', 3)}"
+            lines.append(f"{str(task):<18} {m:<10} {row['knob']:>8g} {row.get('n', 1):>3} {metric:>17} "
+                         f"{row['drop']:>7.4f} {rel:>18} {row['flops_reduction']:>8.2f}x")
+    lines.append("(metric and relative FLOPs: mean over the seeds ± the half-width of the 95% t-interval)")
+    return "\n".join(lines)
+
+
 def plot_sweep(output_dir, path=None) -> Path:
     """``curve.png``: metric vs relative FLOPs, one line per method, the unpruned model as a
     horizontal line; one panel per task found in points.json."""
@@ -272,6 +402,7 @@ def plot_sweep(output_dir, path=None) -> Path:
     points = load_points(output_dir)
     if not points:
         raise LTPError(f"{output_dir / POINTS}: no points to plot")
+    points = aggregate_points(points)  # a repeated point: its mean, with its 95% t-interval as error bars
     tasks = list(dict.fromkeys(p.get("task") for p in points))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     styles = {"ltp": ("tab:blue", "o"), "topk": ("tab:red", "s"), "lat": ("tab:orange", "^"),
@@ -285,6 +416,13 @@ def plot_sweep(output_dir, path=None) -> Path:
             color, marker = styles.get(m, (None, "x"))
             ax.plot([p["relative_flops"] for p in pts], [p["metric"] for p in pts], marker=marker,
                     color=color, label=m)
+            if any(p.get("n", 1) > 1 for p in pts):
+                def half(p, name):
+                    s = p.get("stats", {}).get(name)
+                    return 0.0 if not s or s.get("half_width") is None else s["half_width"]
+                ax.errorbar([p["relative_flops"] for p in pts], [p["metric"] for p in pts],
+                            xerr=[half(p, "relative_flops") for p in pts], yerr=[half(p, "metric") for p in pts],
+                            fmt="none", ecolor=color, capsize=3, linewidth=0.8)
         ref = next((p for p in rows if p["method"] == UNPRUNED), None)
         if ref is not None:
             ax.axhline(ref["metric"], color="gray", linestyle="--", label=f"unpruned ({ref['metric']:.3f})")
@@ -308,5 +446,5 @@ def parse_knobs(text: str | None) -> list[float] | None:
     return parse_floats(text, "--knobs")
 
 
-__all__ = ["METHODS", "DEFAULT_KNOBS", "run_sweep", "load_points", "find_point", "table1", "format_table1",
-           "plot_sweep", "parse_knobs"]
+__all__ = ["METHODS", "DEFAULT_KNOBS", "run_sweep", "load_points", "find_point", "aggregate_points", "table1",
+           "format_table1", "plot_sweep", "parse_knobs"]

@@ -30,6 +30,7 @@ from transformers import DataCollatorWithPadding, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from . import data, evaluation, loading, runs
+from .calibration import calibrate_thresholds
 from .checkpoint import TORCH_STATE_SUFFIXES, _safetensors_ok, _zip_ok
 from .checks import parse_stages
 # load_model, load_tokenizer, set_threads, subsample, LTPTrainer: imported here for the stages, and
@@ -225,6 +226,10 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         for stage in stages:
             args = stage_args[stage]
             eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
+            calibration = None
+            if stage == "hard" and ltp is not None and ltp.target_flops is not None:
+                calibration = _calibrate(model, tokenized["train"], tokenizer.pad_token_id, ltp.target_flops,
+                                         args, output_dir / stage if main else None)
             run_stage(model, tokenizer, tokenized["train"], eval_ds, kind, stage, output_dir / stage, args, resume,
                       trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
             if stage == "finetune":
@@ -232,6 +237,9 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
             result = evaluation.evaluate(model, tokenized["validation"], kind, tokenizer.pad_token_id)
             if quantization is not None:
                 result.update(bops_for(model, result))
+            if calibration is not None:  # flat scalars: they reach metrics.json and the model card
+                result.update(target_flops=calibration["target_flops"], calibration_factor=calibration["factor"],
+                              calibration_relative_flops=calibration["relative_flops"])
             results[stage] = {k: v for k, v in result.items() if not k.startswith("_")}
             if main:
                 kind.write(result, output_dir / stage)
@@ -241,3 +249,15 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
             log.warning("stage %s: dev %s %.4f, relative FLOPs %.3f", stage, info.metric, result["metric"],
                         result["relative_flops"])
     return results
+
+
+def _calibrate(model, train_ds, pad_id: int, target: float, args: StageArgs, folder) -> dict:
+    """Thresholds scaled to ``target`` relative FLOPs on training texts before the hard stage
+    (calibration.py), written to ``folder/calibration.json``; returns the record."""
+    calibration = calibrate_thresholds(model, train_ds, pad_id, target, seed=args.seed,
+                                       batch_size=args.eval_batch_size)
+    log.warning("calibration to %.3f relative FLOPs: thresholds x %.4f -> %.4f on %d training texts",
+                target, calibration["factor"], calibration["relative_flops"], calibration["num_examples"])
+    if folder is not None:
+        runs.write_json_atomic(Path(folder) / "calibration.json", calibration)
+    return calibration

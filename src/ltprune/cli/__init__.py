@@ -18,12 +18,12 @@ import warnings
 from pathlib import Path
 
 from ..checks import (TRAIN_STAGES, check_at_least, check_model_path, check_output_dir, check_threads,
-                     parse_choices, parse_int_list, parse_stages)
+                     parse_choices, parse_int_list, parse_length_config, parse_stages)
 from ..errors import ConfigError, LTPError
 from .embedding import add_embed_parser, add_parsers as add_embedding_parsers
 from .experiments import register as register_experiments
-from .options import (add_data_options, add_ltp_options, add_quantization_options, add_stage_options, data_kwargs,
-                      ltp_from_args, stage_args_from_args)
+from .options import (add_data_options, add_ltp_options, add_quantization_options, add_stage_options,
+                      add_target_options, data_kwargs, ltp_from_args, stage_args_from_args, target_from_args)
 from .qa import register_qa
 from .report import register as register_report
 from .sweep import register as register_sweep
@@ -62,6 +62,9 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     if a.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
+    length_config = parse_length_config(a.length_config) if a.length_config else None
+    if length_config is not None and a.mode == "off":
+        raise ConfigError("--length-config prunes tokens; it cannot be combined with --mode off")
     from ..checkpoint import from_pretrained
     from ..data import load_task, tokenize_task
     from ..evaluation import evaluate, write_metrics
@@ -74,6 +77,10 @@ def cmd_eval(a) -> int:
         set_mode(model, a.mode)
     if a.layout:
         configure(model, layout=a.layout)
+    if length_config is not None:  # a LAT length configuration (absolute lengths) or top-k keep ratios
+        method = "length" if "keep_lengths" in length_config else "topk"
+        configure(model, method=method, mode="hard", keep_lengths=length_config.get("keep_lengths"),
+                  keep_ratios=length_config.get("keep_ratios"))
     device = "auto"
     if a.int8 or a.int8_full_range:
         from ..int8 import export_int8
@@ -94,6 +101,8 @@ def cmd_eval(a) -> int:
         from ..int8 import cpu_int8_kind
 
         result["int8"] = {"activations": "8-bit" if a.int8_full_range else "7-bit", "cpu_kernels": cpu_int8_kind()}
+    if length_config is not None:
+        result["length_config"] = length_config
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     print(json.dumps(public, indent=1), flush=True)  # printed first: a failed write cannot lose them
     try:
@@ -116,7 +125,10 @@ def check_eval_machine(a) -> None:
 def cmd_demo(a) -> int:
     from ..demo import run_demo
 
-    run_demo(a.output_dir, quick=a.quick, threads=a.threads, resume=a.resume)
+    target = None if a.no_target else target_from_args(a)
+    if target is not None and not 0 < target <= 1:
+        raise ConfigError(f"--target-flops must lie in (0, 1], got {target}")
+    run_demo(a.output_dir, quick=a.quick, threads=a.threads, resume=a.resume, target_flops=target)
     return 0
 
 
@@ -312,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint, not the last step")
     add_data_options(p)
     add_ltp_options(p)
+    add_target_options(p)
     add_stage_options(p, TRAIN_STAGES)
     g = p.add_argument_group("run folder")
     g.add_argument("--resume", action="store_true",
@@ -329,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="validation", help="the split to evaluate: train, validation or test")
     p.add_argument("--mode", choices=["off", "hard"], help="override the checkpoint's mode")
     p.add_argument("--layout", choices=["packed", "padded"], help="override the checkpoint's hard-mode layout")
+    p.add_argument("--length-config", metavar="CONFIG",
+                   help="evaluate with a LAT length configuration instead of the thresholds: JSON "
+                        "({\"keep_lengths\": [...]} or {\"keep_ratios\": [...]}), a JSON file (a LAT search.json: "
+                        "its best), or a comma list (integers: tokens kept per layer; fractions: keep ratios)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int)
     p.add_argument("--int8", action="store_true",
@@ -345,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="skip the stages that already finished")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--target-flops", type=float, default=0.5, metavar="R",
+                   help="relative FLOPs the pruned model is to land on (0.5 = 2x fewer)")
+    t.add_argument("--target-speedup", type=float, metavar="X", help="the same as --target-flops 1/X")
+    t.add_argument("--no-target", action="store_true", help="the lambda recipe (lambda 0.1), no FLOPs target")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("predict", help="classify texts with an ltprune checkpoint",

@@ -5,6 +5,7 @@ the LTP settings, the stage hyperparameters and the data options the same way.""
 from __future__ import annotations
 
 from ..config import LTPConfig, StageArgs
+from ..errors import ConfigError
 from ..names import STAGE_NAMES
 
 
@@ -38,17 +39,48 @@ def add_ltp_options(p, with_lambda: bool = True) -> None:
                    help="temperature T of the soft stage's mask sigmoid((score - threshold) / T); smaller is "
                         "closer to hard pruning")
     if with_lambda:
-        g.add_argument("--lambda", dest="lambda_", type=float, default=0.1,
-                       help="weight of L_reg, the pruning term of the soft stage's loss (more: fewer tokens)")
+        g.add_argument("--lambda", dest="lambda_", type=float,
+                       help="weight of L_reg, the pruning term of the soft stage's loss (more: fewer tokens; "
+                            "default: 0.1, or 0 with a FLOPs target)")
     g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
     g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
     g.add_argument("--layout", choices=["packed", "padded"], default="packed")
 
 
+def add_target_options(p) -> None:
+    """``--target-flops`` / ``--target-speedup`` (ltprune train, demo, sweep): a FLOPs budget for
+    the soft stage and the calibration before the hard stage, instead of searching lambda."""
+    g = p.add_argument_group("FLOPs target (instead of searching lambda)")
+    t = g.add_mutually_exclusive_group()
+    t.add_argument("--target-flops", type=float, metavar="R",
+                   help="relative FLOPs to land on, in (0, 1] (0.5 = 2x fewer): the soft stage's loss gets "
+                        "lambda_flops * (expected relative FLOPs - R)^2 and the thresholds are calibrated to R on "
+                        "training texts before the hard stage; --lambda then defaults to 0")
+    t.add_argument("--target-speedup", type=float, metavar="X",
+                   help="the same as --target-flops 1/X (2 = half the FLOPs)")
+    g.add_argument("--lambda-flops", type=float, default=10.0,
+                   help="weight of the FLOPs-target penalty in the soft stage")
+
+
+def target_from_args(a) -> float | None:
+    """The relative-FLOPs target of ``--target-flops`` / ``--target-speedup`` (None: no target)."""
+    speedup = getattr(a, "target_speedup", None)
+    if speedup is not None:
+        if not speedup >= 1:
+            raise ConfigError(f"--target-speedup must be >= 1, got {speedup}")
+        return 1.0 / speedup
+    return getattr(a, "target_flops", None)
+
+
 def ltp_from_args(a) -> LTPConfig:
+    target = target_from_args(a)
+    lambda_ = getattr(a, "lambda_", None)
+    if lambda_ is None:  # with a FLOPs target the budget sets the pruning; lambda stays available
+        lambda_ = 0.0 if target is not None else 0.1
     return LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature,
-                     lambda_=getattr(a, "lambda_", 0.1), score_normalization=a.score_normalization,
-                     soft_mask=a.soft_mask, layout=a.layout)
+                     lambda_=lambda_, score_normalization=a.score_normalization,
+                     soft_mask=a.soft_mask, layout=a.layout, target_flops=target,
+                     lambda_flops=getattr(a, "lambda_flops", 10.0))
 
 
 def add_stage_options(p, stages=STAGE_NAMES, batch_size: int = 32) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..checks import parse_int_list
 from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError, LTPError
 from ..names import STAGE_NAMES, SWEEP_KNOBS, SWEEP_METHODS
@@ -25,6 +26,14 @@ def register(subparsers) -> None:
     p.add_argument("--knobs", help="comma list (one --method only; a list that starts with a negative "
                    "value needs '=': --knobs=-1,-3); defaults: " +
                    "; ".join(f"{m} {','.join(f'{v:g}' for v in SWEEP_KNOBS[m])}" for m in SWEEP_METHODS))
+    p.add_argument("--seeds", help="comma list of training seeds: every point is trained once per seed "
+                   "(<method>/<knob>/seed-<S>) and reported as mean, std and 95%% t-interval "
+                   "(default: one run per point, seed --train-seed)")
+    p.add_argument("--ltp-knob", choices=["lambda", "target"], default="lambda",
+                   help="what LTP's knobs are: lambda (L_reg's weight) or a FLOPs target (relative FLOPs: "
+                        "lambda 0, the soft stage's FLOPs penalty, thresholds calibrated on training texts "
+                        "before the hard stage)")
+    p.add_argument("--lambda-flops", type=float, default=10.0, help="with --ltp-knob target: the penalty's weight")
     p.add_argument("--table", action="store_true",
                    help="only print Table 1 and plot from OUTPUT_DIR/points.json (no training)")
     g = p.add_argument_group("data")
@@ -96,7 +105,11 @@ def cmd_sweep(a) -> int:
         data_kwargs = dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
                            label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
                            max_eval_examples=a.max_eval_examples)
-        run_sweep(a.method, a.model, a.task, output_dir, knobs, finetune=a.finetune, ltp=ltp,
+        seeds = parse_int_list(a.seeds, "--seeds", minimum=0) if a.seeds else None
+        if a.ltp_knob == "target":
+            ltp = ltp.replace(lambda_flops=a.lambda_flops)
+        run_sweep(a.method, a.model, a.task, output_dir, knobs, finetune=a.finetune, ltp=ltp, seeds=seeds,
+                  ltp_knob=a.ltp_knob,
                   stage_args=stage_args, data_kwargs=data_kwargs, max_length=a.max_length,
                   eval_batch_size=a.eval_batch_size, length_drop_prob=a.length_drop_prob,
                   search_kwargs={"population": a.population, "generations": a.generations, "seed": a.search_seed})

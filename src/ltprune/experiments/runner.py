@@ -111,9 +111,13 @@ class Experiment:
         """(task, dev data) a stage evaluates on while it trains: ``dev``, subsampled."""
         return self.task, subsample(self.dev, args.max_eval_examples_during_training, args.seed)
 
+    def args(self, name: str) -> StageArgs:
+        """A stage's arguments (defaults where not given)."""
+        return self.stage_args.get(name) or StageArgs()
+
     def stage(self, model, stage: str, run_dir, args_name: str | None = None, resume: bool = False):
         """Run one stage unless it already finished (then load its result); returns the model."""
-        args = self.stage_args.get(args_name or stage) or StageArgs()
+        args = self.args(args_name or stage)
 
         def run(resume):
             task, eval_ds = self.during_training(args)
@@ -155,10 +159,12 @@ def same_knob(a, b) -> bool:
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
 
 
-def find_point(points: list[dict], task: str | None, method: str, knob) -> dict | None:
-    """The point of ``task`` (None: rows without a task), ``method`` and ``knob``, or None."""
+def find_point(points: list[dict], task: str | None, method: str, knob, seed: int | None = None) -> dict | None:
+    """The point of ``task`` (None: rows without a task), ``method``, ``knob`` and training ``seed``
+    (None: a row of a run without repeated seeds, which records none), or None."""
     for p in points:
-        if p.get("task") == task and p["method"] == method and same_knob(p.get("knob"), knob):
+        if (p.get("task") == task and p["method"] == method and same_knob(p.get("knob"), knob)
+                and p.get("seed") == seed):
             return p
     return None
 
@@ -187,8 +193,9 @@ class PointStore:
         return find_point(self.rows(), task, method, knob)
 
     def add(self, row: dict, header: dict | None = None) -> None:
-        """Add ``row``, replacing the one with the same task, method and knob."""
-        kept = [p for p in self.rows() if find_point([p], row.get("task"), row["method"], row.get("knob")) is None]
+        """Add ``row``, replacing the one with the same task, method, knob and seed."""
+        kept = [p for p in self.rows()
+                if find_point([p], row.get("task"), row["method"], row.get("knob"), row.get("seed")) is None]
         runs.write_json_atomic(self.path, {**(header or {}), self.rows_key: kept + [row]})
 
 
