@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError
+from ..patch import get_config, set_thresholds
 from . import metrics
 from .encode import embed
-from .texts import load_texts
-from ..config import LTPConfig, StageArgs
-from ..patch import get_config, set_thresholds
 from .st import load, patch_sentence_transformer, require_sentence_transformers
+from .texts import load_texts
 from .training import train_embedding
 
 log = logging.getLogger("ltprune")

@@ -7,10 +7,10 @@ encoders. ``reference`` is the unpruned model's output on the same texts.
 from __future__ import annotations
 
 import numpy as np
-
-from ..errors import LTPError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+from ..errors import LTPError
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -22,19 +22,19 @@ texts by length and the engine packs the alive tokens (LTPConfig.layout, ``packe
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
 
+from ..checkpoint import _weight_files, set_thresholds_from_files
 from ..config import LTPConfig
 from ..errors import CheckpointError, ConfigError, LTPError
-from .pooling import POOLINGS, PoolingSpec
-from ..checkpoint import _weight_files, set_thresholds_from_files
 from ..names import CONFIG_KEY
 from ..patch import begin_pass, get_config, is_patched, take_records, write_model_card
 from ..patch import patch as patch_model
+from .pooling import POOLINGS, PoolingSpec
 
 #: LTPConfig.extra key holding the pooled-token choice (saved with the config)
 POOLING_KEY = "embedding_pooling"

@@ -12,9 +12,10 @@ import json
 import warnings
 from pathlib import Path
 
-from ..errors import DataError
-from ..data import load_task
 import numpy as np
+
+from ..data import load_task
+from ..errors import DataError
 
 OFFLINE = ("rotten_tomatoes", "imdb")
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "document", "content")

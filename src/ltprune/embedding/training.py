@@ -21,26 +21,24 @@ to the unpruned embeddings on held-out texts, so the hard stage keeps its best c
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
+import datasets
 import torch
 import torch.nn.functional as F
+from transformers import DataCollatorWithPadding, TrainingArguments
 
+from .. import runs
 from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError, LTPError
-from ..training import LTPTrainer
-from .pooling import PoolingSpec, pool, pooling_mask
-import datasets
-from contextlib import nullcontext
-from .. import runs
-from ..patch import reset_thresholds, set_mode, set_thresholds
-from ..training import run_stage
-from .st import load, parts, patch_sentence_transformer, pooling_spec, save
 from ..evaluation import write_metrics
-from transformers import DataCollatorWithPadding
-from transformers import TrainingArguments
-import hashlib
+from ..patch import reset_thresholds, set_mode, set_thresholds
+from ..training import LTPTrainer, run_stage
+from .pooling import PoolingSpec, pool, pooling_mask
+from .st import load, parts, patch_sentence_transformer, pooling_spec, save
 
 log = logging.getLogger("ltprune")
 
