@@ -12,11 +12,12 @@ from datasets import Dataset
 import ltprune
 from ltprune import flops, pruning
 from ltprune.batching import length_sorted_tensors
-from ltprune.calibration import calibrate_thresholds, measured_relative_flops
+from ltprune.calibration import calibrate_on, calibrate_thresholds, calibration_batches, measured_relative_flops
 from ltprune.cli import main as cli_main
 from ltprune.cli.options import target_from_args
 from ltprune.config import LTPConfig
 from ltprune.errors import ConfigError
+from ltprune.names import DONE
 from ltprune.patch import configure
 
 from conftest import random_batch, save_tiny_classifier, tiny_model, write_reviews_csv
@@ -113,11 +114,48 @@ def test_train_with_a_target_calibrates_before_the_hard_stage(tmp_path):
     assert record["ltp"]["target_flops"] == pytest.approx(0.625) and record["ltp"]["lambda_"] == 0.0
     calibration = json.loads((out / "hard" / "calibration.json").read_text())
     assert abs(calibration["relative_flops"] - 0.625) <= 0.02
+    held = calibration["during_stage"]  # re-calibrated before the one dev evaluation (step 2)
+    assert [h["step"] for h in held] == [2] and abs(held[0]["relative_flops"] - 0.625) <= 0.02
     hard = ltprune.from_pretrained(out / "hard" / "final")
-    assert ltprune.get_thresholds(hard).tolist() == pytest.approx(calibration["thresholds"], abs=1e-6)
+    assert ltprune.get_thresholds(hard).tolist() == pytest.approx(held[-1]["thresholds"], abs=1e-6)
     metrics = json.loads((out / "hard" / "metrics.json").read_text())
     assert metrics["target_flops"] == pytest.approx(0.625)
     assert metrics["calibration_factor"] == calibration["factor"]
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["stages"]["hard"]["calibration_factor"] == calibration["factor"]
     assert "calibration_factor" in (out / "hard" / "final" / "README.md").read_text()  # the model card
+
+
+def test_a_second_calibration_on_target_costs_one_pass_and_changes_nothing():
+    model = tiny_model()
+    ltprune.patch(model, LTPConfig(final_threshold=0.01, mode="hard"))
+    batches = calibration_batches(model, _tokenized(200, seed=0), 0, num_examples=128)
+    first = calibrate_on(model, batches, 0.6)
+    assert abs(first["relative_flops"] - 0.6) <= 0.002 and first["evaluations"] > 3
+    thresholds = ltprune.get_thresholds(model).clone()
+    again = calibrate_on(model, batches, 0.6, step=1.1)
+    assert again["evaluations"] == 1 and again["factor"] == 1.0
+    assert torch.equal(ltprune.get_thresholds(model), thresholds)
+    ltprune.set_thresholds(model, thresholds * 0.8)  # drifted: the narrow bracket finds the way back
+    back = calibrate_on(model, batches, 0.6, step=1.1)
+    assert abs(back["relative_flops"] - 0.6) <= 0.002 and back["relative_flops_before"] > 0.6
+
+
+def test_the_hard_stage_holds_the_target_at_every_dev_evaluation(tmp_path):
+    """Fine-tuning moves the scores and so the FLOPs; the thresholds are re-scaled before each dev
+    evaluation, and the checkpoint the stage keeps carries the thresholds it was evaluated with."""
+    tiny = save_tiny_classifier(tmp_path / "tiny", num_layers=2)
+    csv = write_reviews_csv(tmp_path / "reviews.csv", rows=200)
+    out = tmp_path / "run"
+    code = cli_main(["train", "--model", str(tiny), "--task", str(csv), "--output-dir", str(out), "--stages",
+                     "soft,hard", "--max-steps", "6", "--save-steps", "2", "--batch-size", "8", "--threads", "1",
+                     "--lr", "5e-3", "--target-flops", "0.6"])
+    assert code == 0
+    calibration = json.loads((out / "hard" / "calibration.json").read_text())
+    held = calibration["during_stage"]
+    assert [h["step"] for h in held] == [2, 4, 6]
+    assert all(abs(h["relative_flops"] - 0.6) <= 0.02 for h in held)
+    done = json.loads((out / "hard" / "final" / DONE).read_text())
+    best = int(done["best_checkpoint"].rsplit("-", 1)[1])  # the best dev checkpoint: one of steps 2, 4, 6
+    kept = ltprune.get_thresholds(ltprune.from_pretrained(out / "hard" / "final")).tolist()
+    assert kept == pytest.approx(next(h["thresholds"] for h in held if h["step"] == best), abs=1e-6)

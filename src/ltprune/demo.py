@@ -15,7 +15,6 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from . import bench
-from .calibration import CALIBRATION_EXAMPLES, calibrate_thresholds
 from .config import LTPConfig
 from .data import load_task, tokenize_task
 from .evaluation import evaluate, write_metrics
@@ -64,14 +63,13 @@ def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resu
         if quick:
             args = StageArgs(**{**args.__dict__, "max_steps": 4, "logging_steps": 2})
         if stage == "hard" and target_flops is not None:
-            print(f"[demo] calibrating the thresholds to {target_flops:g} relative FLOPs on training texts ...",
-                  flush=True)
-            calibration = calibrate_thresholds(model, data["train"], tokenizer.pad_token_id, target_flops,
-                                               num_examples=128 if quick else CALIBRATION_EXAMPLES, seed=args.seed)
-            (output_dir / stage).mkdir(parents=True, exist_ok=True)
-            (output_dir / stage / "calibration.json").write_text(json.dumps(calibration, indent=1))
-        print(f"[demo] stage {stage} ...", flush=True)
-        run_stage(model, tokenizer, data["train"], data["validation"], info, stage, output_dir / stage, args, resume)
+            print(f"[demo] stage hard: thresholds calibrated to {target_flops:g} relative FLOPs on training texts, "
+                  "and held there at each dev evaluation ...", flush=True)
+        else:
+            print(f"[demo] stage {stage} ...", flush=True)
+        done = run_stage(model, tokenizer, data["train"], data["validation"], info, stage, output_dir / stage, args,
+                         resume)
+        calibration = done.get("calibration", calibration)
         if stage == "finetune":
             set_mode(model, "off")
             rows["unpruned"] = evaluate(model, data["validation"], info, tokenizer.pad_token_id)

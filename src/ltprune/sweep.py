@@ -19,6 +19,7 @@ Layout::
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -28,7 +29,6 @@ from .baselines import lat
 from .baselines.lat import configure_length
 from .baselines.manual import configure_manual
 from .baselines.topk import configure_topk
-from .calibration import calibrate_thresholds
 from .checks import parse_floats
 from .config import LTPConfig, StageArgs
 from .errors import ConfigError, LTPError
@@ -38,7 +38,6 @@ from .names import STAGE_NAMES  # noqa: F401 (sweep.STAGE_NAMES: the stages stag
 from .names import SWEEP_KNOBS as DEFAULT_KNOBS  # (sweep.DEFAULT_KNOBS, sweep.METHODS: their names here)
 from .names import SWEEP_METHODS as METHODS
 from .patch import configured, get_config, get_thresholds, set_mode
-from .runs import write_json_atomic
 from .stats import summarize
 
 log = logging.getLogger("ltprune")
@@ -125,13 +124,11 @@ def _ltp_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
     setting = {"lambda_": 0.0, "target_flops": float(knob)} if target else {"lambda_": float(knob)}
     model = ctx.load(ltp=ctx.ltp.replace(**setting, method="threshold", keep_ratios=None, keep_lengths=None))
     model = ctx.stage(model, "soft", run_dir / "soft")
+    model = ctx.stage(model, "hard", run_dir / "hard")  # with a target: calibrated and held there (run_stage)
     extra = {}
-    if target:  # the thresholds scaled to the target on training texts, then the hard stage at them
-        calibration = calibrate_thresholds(model, ctx.data["train"], ctx.pad_id, float(knob),
-                                           seed=ctx.args("hard").seed, batch_size=ctx.eval_batch_size)
-        write_json_atomic(run_dir / "hard" / "calibration.json", calibration)
+    if target:
+        calibration = json.loads((run_dir / "hard" / "calibration.json").read_text())
         extra = {"knob_kind": "target_flops", "calibration_factor": calibration["factor"]}
-    model = ctx.stage(model, "hard", run_dir / "hard")
     thresholds = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
     return _point("ltp", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds, **extra)
 

@@ -30,7 +30,7 @@ from transformers import DataCollatorWithPadding, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from . import data, evaluation, loading, runs
-from .calibration import calibrate_thresholds
+from .calibration import HoldFlopsTarget, calibrate_on, calibration_batches
 from .checkpoint import TORCH_STATE_SUFFIXES, _safetensors_ok, _zip_ok
 from .checks import parse_stages
 # load_model, load_tokenizer, set_threads, subsample, LTPTrainer: imported here for the stages, and
@@ -42,7 +42,7 @@ from .distill import prepare_quantized_training
 from .errors import CheckpointError, ConfigError, LTPError
 from .loading import check_model_source, load_model, load_tokenizer
 from .names import DONE, KEEP_BEST, STAGE_MODES, STAGES  # noqa: F401 (DONE, STAGES: re-exported)
-from .patch import get_thresholds, set_mode, write_model_card
+from .patch import get_config, get_thresholds, is_patched, set_mode, write_model_card
 from .quantization import bops_for
 from .tasks.classification import ClassificationTask, as_task
 from .trainer import LTPTrainer, StageProgress, ThresholdLogger
@@ -92,6 +92,15 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
 
     set_mode(model, STAGE_MODES[stage])
     get_thresholds(model).requires_grad_(stage == "soft")
+    callbacks = [ThresholdLogger(model)]
+    target = flops_target(model, stage)
+    if target is not None:  # on target before the stage, and held there at each dev evaluation
+        batches = calibration_batches(model, train_ds, tokenizer.pad_token_id, seed=args.seed,
+                                      batch_size=args.eval_batch_size)
+        calibration = calibrate_on(model, batches, target)
+        log.warning("calibration to %.3f relative FLOPs: thresholds x %.4f -> %.4f on %d training texts",
+                    target, calibration["factor"], calibration["relative_flops"], calibration["num_examples"])
+        callbacks.append(HoldFlopsTarget(model, batches, target))
     on_gpu = torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     bars = sys.stderr.isatty()  # no bars in a log file: their cursor escapes litter it
@@ -130,7 +139,7 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=task.trainer_metrics(eval_ds) if task is not None else None,
-        threshold_lr=args.threshold_lr, callbacks=[ThresholdLogger(model)], **(trainer_kwargs or {}),
+        threshold_lr=args.threshold_lr, callbacks=callbacks, **(trainer_kwargs or {}),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -148,7 +157,11 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
     summary = {"stage": stage, "global_step": result.global_step, "training_loss": result.training_loss,
                "args": asdict(args), "best_checkpoint": trainer.state.best_model_checkpoint,
                "thresholds": get_thresholds(model).detach().cpu().tolist()}
+    if target is not None:
+        summary["calibration"] = {**calibration, "during_stage": callbacks[-1].history}
     if trainer.is_world_process_zero():
+        if target is not None:
+            runs.write_json_atomic(output_dir / "calibration.json", summary["calibration"])
         final = output_dir / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
@@ -156,6 +169,15 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return summary
+
+
+def flops_target(model, stage: str) -> float | None:
+    """The relative-FLOPs target a stage calibrates to: a hard stage of learned thresholds
+    whose LTP config names one (``LTPConfig.target_flops``), else None."""
+    if stage != "hard" or not is_patched(model):
+        return None
+    config = get_config(model)
+    return config.target_flops if config.method == "threshold" else None
 
 
 def _load_weights(model, folder: Path) -> None:
@@ -226,17 +248,14 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
         for stage in stages:
             args = stage_args[stage]
             eval_ds = subsample(tokenized["validation"], args.max_eval_examples_during_training, args.seed)
-            calibration = None
-            if stage == "hard" and ltp is not None and ltp.target_flops is not None:
-                calibration = _calibrate(model, tokenized["train"], tokenizer.pad_token_id, ltp.target_flops,
-                                         args, output_dir / stage if main else None)
-            run_stage(model, tokenizer, tokenized["train"], eval_ds, kind, stage, output_dir / stage, args, resume,
-                      trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
+            summary = run_stage(model, tokenizer, tokenized["train"], eval_ds, kind, stage, output_dir / stage, args,
+                                resume, trainer_cls=trainer_cls, trainer_kwargs=trainer_kwargs)
             if stage == "finetune":
                 set_mode(model, "off")
             result = evaluation.evaluate(model, tokenized["validation"], kind, tokenizer.pad_token_id)
             if quantization is not None:
                 result.update(bops_for(model, result))
+            calibration = summary.get("calibration")
             if calibration is not None:  # flat scalars: they reach metrics.json and the model card
                 result.update(target_flops=calibration["target_flops"], calibration_factor=calibration["factor"],
                               calibration_relative_flops=calibration["relative_flops"])
@@ -250,14 +269,3 @@ def train(model_name_or_path: str, task: str, output_dir, *, stages=("soft", "ha
                         result["relative_flops"])
     return results
 
-
-def _calibrate(model, train_ds, pad_id: int, target: float, args: StageArgs, folder) -> dict:
-    """Thresholds scaled to ``target`` relative FLOPs on training texts before the hard stage
-    (calibration.py), written to ``folder/calibration.json``; returns the record."""
-    calibration = calibrate_thresholds(model, train_ds, pad_id, target, seed=args.seed,
-                                       batch_size=args.eval_batch_size)
-    log.warning("calibration to %.3f relative FLOPs: thresholds x %.4f -> %.4f on %d training texts",
-                target, calibration["factor"], calibration["relative_flops"], calibration["num_examples"])
-    if folder is not None:
-        runs.write_json_atomic(Path(folder) / "calibration.json", calibration)
-    return calibration
