@@ -111,6 +111,38 @@ def test_sweep_cli_with_seeds_and_flops_targets(tiny_dir, csv_task, tmp_path, ca
         sweep.run_sweep("ltp", tiny_dir, str(csv_task), tmp_path, [0.1])
 
 
+def test_sweep_at_equal_flops_and_equal_budget(tiny_dir, csv_task, tmp_path, capsys):
+    """--equal-flops: every method at one FLOPs target (top-k's ratio and manual's threshold
+    calibrated to it; 0.9: within reach of top-k's
+    cascade on a 3-layer model, which prunes only after its last layer's attention); --equal-budget: the baselines' one stage as long as LTP's two."""
+    parser = argparse.ArgumentParser()
+    sweep_cli.register(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["sweep", "--method", "all", "--equal-flops", "0.9", "--equal-budget", "--seeds", "0",
+                           "--model", str(tiny_dir), "--task", str(csv_task), "--output-dir", str(tmp_path),
+                           "--soft-max-steps", "2", "--hard-max-steps", "1", "--batch-size", "8", "--threads", "1",
+                           "--lr", "1e-3", "--population", "4", "--generations", "1"])
+    assert a.func(a) == 0
+    points = {p["method"]: p for p in sweep.load_points(tmp_path) if p["method"] != "unpruned"}
+    assert sorted(points) == ["lat", "ltp", "manual", "topk"] and all(p["knob"] == 0.9 for p in points.values())
+    topk = json.loads((tmp_path / "topk" / "0.9" / "seed-0" / "calibration.json").read_text())
+    assert abs(topk["relative_flops"] - 0.9) <= 0.05 and points["topk"]["final_ratio"] == topk["final_ratio"]
+    assert -2 <= topk["final_ratio"] < 1
+    manual = json.loads((tmp_path / "manual" / "0.9" / "seed-0" / "hard" / "calibration.json").read_text())
+    assert abs(manual["relative_flops"] - 0.9) <= 0.02 and manual["during_stage"]
+    thresholds = points["manual"]["thresholds"]  # still the manual ramp theta_L * l / L, only scaled
+    assert thresholds == pytest.approx([thresholds[-1] * (i + 1) / len(thresholds) for i in range(len(thresholds))],
+                                       abs=2e-6)
+
+    def steps(*parts):
+        folder = tmp_path.joinpath(*parts, "final")
+        return json.loads((folder / "ltprune_stage.json").read_text())["global_step"]
+    assert steps("ltp", "0.9", "seed-0", "soft") == 2 and steps("ltp", "0.9", "seed-0", "hard") == 1
+    assert steps("topk", "0.9", "seed-0", "hard") == 3 and steps("manual", "0.9", "seed-0", "hard") == 3
+    assert steps("seed-0", "lat", "lengthdrop") == 3
+    with pytest.raises(ConfigError, match="knob kind"):  # keep-ratio points do not mix into a folder of targets
+        sweep.run_sweep("topk", tiny_dir, str(csv_task), tmp_path, [0.5])
+
+
 def test_parse_length_config(tmp_path):
     assert parse_length_config("43,12,11") == {"keep_lengths": [43, 12, 11]}
     assert parse_length_config("1.0,0.5,0.25") == {"keep_ratios": [1.0, 0.5, 0.25]}

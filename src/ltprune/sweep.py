@@ -28,7 +28,7 @@ from pathlib import Path
 from .baselines import lat
 from .baselines.lat import configure_length
 from .baselines.manual import configure_manual
-from .baselines.topk import configure_topk
+from .baselines.topk import calibrate_topk, configure_topk
 from .checks import parse_floats
 from .config import LTPConfig, StageArgs
 from .errors import ConfigError, LTPError
@@ -37,7 +37,9 @@ from .experiments.runner import (Experiment, PointStore, classification_data, fi
 from .names import STAGE_NAMES  # noqa: F401 (sweep.STAGE_NAMES: the stages stage_args may name)
 from .names import SWEEP_KNOBS as DEFAULT_KNOBS  # (sweep.DEFAULT_KNOBS, sweep.METHODS: their names here)
 from .names import SWEEP_METHODS as METHODS
-from .patch import configured, get_config, get_thresholds, set_mode
+from .calibration import calibration_batches
+from .patch import configure, configured, get_config, get_thresholds, set_mode
+from .runs import write_json_atomic
 from .stats import summarize
 
 log = logging.getLogger("ltprune")
@@ -95,11 +97,27 @@ class _Context(Experiment):
         self.length_drop_prob = length_drop_prob
         self.seed = None  # set per repetition by run_sweep(seeds=...): overrides every stage's seed
         self.ltp_knob = "lambda"  # or "target": LTP's knobs are FLOPs targets
+        self.equal_flops = False  # top-k's and manual's knobs are FLOPs targets too
+        self.equal_budget = False  # baselines train as many epochs as LTP's soft + hard stages
 
     def args(self, name: str) -> StageArgs:
-        """A stage's arguments, with the seed of the repetition being run (if any)."""
-        args = super().args(name)
+        """A stage's arguments, with the seed of the repetition being run (if any). ``baseline``:
+        the one stage of top-k, manual (a hard stage) and LAT (LengthDrop): with ``equal_budget``
+        as long as LTP's soft and hard stages together, else the hard (LengthDrop) stage's own."""
+        if name in ("baseline", "lengthdrop") and self.equal_budget:
+            soft, hard = super().args("soft"), super().args("hard")
+            args = dataclasses.replace(super().args("hard" if name == "baseline" else name),
+                                       epochs=soft.epochs + hard.epochs,
+                                       max_steps=soft.max_steps + hard.max_steps
+                                       if soft.max_steps > 0 and hard.max_steps > 0 else -1)
+        else:
+            args = super().args("hard" if name == "baseline" else name)
         return args if self.seed is None else dataclasses.replace(args, seed=self.seed)
+
+    def calibration_batches(self, model):
+        """The training texts every calibration of a point measures on (run_stage's own)."""
+        return calibration_batches(model, self.data["train"], self.pad_id, seed=self.args("hard").seed,
+                                   batch_size=self.eval_batch_size)
 
 
 def _finetune(ctx: _Context) -> str:
@@ -119,8 +137,8 @@ def _unpruned_point(ctx: _Context) -> dict:
 
 def _ltp_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
     target = ctx.ltp_knob == "target"
-    if target and not 0 < knob <= 1:
-        raise ConfigError(f"an LTP FLOPs target must lie in (0, 1], got {knob}")
+    if target:
+        _check_target(knob)
     setting = {"lambda_": 0.0, "target_flops": float(knob)} if target else {"lambda_": float(knob)}
     model = ctx.load(ltp=ctx.ltp.replace(**setting, method="threshold", keep_ratios=None, keep_lengths=None))
     model = ctx.stage(model, "soft", run_dir / "soft")
@@ -134,16 +152,38 @@ def _ltp_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
 
 
 def _topk_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
-    model = ctx.stage(configure_topk(ctx.load(), knob), "hard", run_dir / "hard")
-    return _point("topk", knob, ctx.evaluate(model, run_dir), run_dir, keep_ratios=get_config(model).keep_ratios)
+    model, extra = ctx.load(), {}
+    if ctx.equal_flops:  # the knob is a FLOPs target: the final keep ratio that meets it on training texts
+        _check_target(knob)
+        calibration = calibrate_topk(model, ctx.calibration_batches(model), knob)
+        write_json_atomic(run_dir / "calibration.json", calibration)
+        extra = {"knob_kind": "target_flops", "final_ratio": calibration["final_ratio"]}
+    ratio = extra.get("final_ratio", knob)
+    model = ctx.stage(configure_topk(model, ratio), "hard", run_dir / "hard", args_name="baseline")
+    return _point("topk", knob, ctx.evaluate(model, run_dir), run_dir, keep_ratios=get_config(model).keep_ratios,
+                  **extra)
 
 
 def _manual_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
     if knob < 0:
         raise ConfigError(f"manual final threshold must be >= 0, got {knob}")
-    model = ctx.stage(configure_manual(ctx.load(), knob), "hard", run_dir / "hard")
+    model, extra = ctx.load(), {}
+    if ctx.equal_flops:  # the knob is a FLOPs target: the ramp theta_L * l / L scaled to it, as LTP's
+        _check_target(knob)  # thresholds are (run_stage calibrates before the hard stage and holds it)
+        model = configure(configure_manual(model, ctx.ltp.final_threshold or 0.01), target_flops=float(knob))
+        extra = {"knob_kind": "target_flops"}
+    else:
+        model = configure_manual(model, knob)
+    model = ctx.stage(model, "hard", run_dir / "hard", args_name="baseline")
     thresholds = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
-    return _point("manual", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds)
+    if extra:
+        extra["final_threshold"] = thresholds[-1]
+    return _point("manual", knob, ctx.evaluate(model, run_dir), run_dir, thresholds=thresholds, **extra)
+
+
+def _check_target(knob: float) -> None:
+    if not 0 < knob <= 1:
+        raise ConfigError(f"a FLOPs target must lie in (0, 1], got {knob}")
 
 
 def _lat_point(ctx: _Context, model, knob: float, run_dir: Path) -> dict:
@@ -169,7 +209,8 @@ def _lat_dir(ctx: _Context) -> Path:
 def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: bool = False,
               ltp: LTPConfig | None = None, stage_args: dict | None = None, data_kwargs: dict | None = None,
               max_length: int | None = None, eval_batch_size: int = 64, search_kwargs: dict | None = None,
-              length_drop_prob: float = 0.2, seeds=None, ltp_knob: str = "lambda") -> list[dict]:
+              length_drop_prob: float = 0.2, seeds=None, ltp_knob: str = "lambda", equal_flops=None,
+              equal_budget: bool = False) -> list[dict]:
     """Train and evaluate one point per knob; returns the points of ``method`` (new and reused).
 
     ``method``: ltp, topk, manual, lat, or ``all`` (then ``knobs`` is None for the defaults or a
@@ -185,9 +226,23 @@ def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: boo
     the unpruned point are shared. None: one run per point with the stages' own seed (as before).
     ``ltp_knob``: ``lambda`` (LTP's knobs are lambdas) or ``target`` (FLOPs targets: lambda 0, the
     soft stage's FLOPs penalty, the thresholds calibrated before the hard stage; calibration.py).
+    ``equal_flops``: relative FLOPs targets at which every method of ``method`` is run (instead of
+    ``knobs``): LTP's FLOPs target, top-k's final keep ratio and manual's final threshold
+    calibrated to each on training texts (manual's held there in its hard stage, as LTP's),
+    LAT's search target; the comparison of Table 1 at equal FLOPs.
+    ``equal_budget``: top-k's and manual's hard stage and LAT's LengthDrop stage train as many
+    epochs (steps) as LTP's soft and hard stages together, on the same data.
     """
     if ltp_knob not in ("lambda", "target"):
         raise ConfigError(f"ltp_knob must be lambda or target, got {ltp_knob!r}")
+    if equal_flops is not None:
+        if knobs is not None:
+            raise ConfigError("give either knobs or equal_flops (FLOPs targets for every method), not both")
+        equal_flops = [float(v) for v in equal_flops]
+        if not equal_flops or not all(0 < v <= 1 for v in equal_flops):
+            raise ConfigError(f"equal_flops must be relative FLOPs in (0, 1], got {equal_flops}")
+        ltp_knob = "target"
+        knobs = {m: equal_flops for m in METHODS} if method == "all" else equal_flops
     if method == "all":
         if knobs is not None and not isinstance(knobs, dict):
             raise ConfigError("with method 'all', knobs must be None (the defaults) or a dict method -> knobs")
@@ -208,13 +263,17 @@ def run_sweep(method: str, model, task, output_dir, knobs=None, *, finetune: boo
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    kind = "target_flops" if ltp_knob == "target" else None
-    if "ltp" in plan and any(p["method"] == "ltp" and p.get("knob_kind") != kind for p in load_points(output_dir)):
-        raise ConfigError(f"{output_dir / POINTS} holds LTP points of the other knob kind (lambda vs FLOPs "
-                          "target); use another output folder")
+    kinds = {"ltp": "target_flops" if ltp_knob == "target" else None,
+             "topk": "target_flops" if equal_flops else None, "manual": "target_flops" if equal_flops else None}
+    clash = sorted({p["method"] for p in load_points(output_dir)
+                    if p["method"] in plan and p["method"] in kinds and p.get("knob_kind") != kinds[p["method"]]})
+    if clash:
+        raise ConfigError(f"{output_dir / POINTS} holds {', '.join(clash)} points of the other knob kind "
+                          "(FLOPs targets vs lambda / keep ratio / final threshold); use another output folder")
     ctx = _Context(model, task, output_dir, ltp, stage_args, data_kwargs, max_length, eval_batch_size,
                    search_kwargs, length_drop_prob)
     ctx.ltp_knob = ltp_knob
+    ctx.equal_flops, ctx.equal_budget = bool(equal_flops), bool(equal_budget)
     if finetune:
         ctx.model_path = _finetune(ctx)
     task_name = ctx.info.name
@@ -244,7 +303,8 @@ def _run_method(ctx: _Context, m: str, values, task_name: str) -> list[dict]:
     """Every knob of method ``m`` at the context's seed (points already there are reused)."""
     output_dir, seed, out, lat_model = ctx.output_dir, ctx.seed, [], None
     tag = "" if seed is None else f" seed {seed}"
-    name = "FLOPs target" if (m == "ltp" and ctx.ltp_knob == "target") else KNOB_NAMES[m]
+    target = (m == "ltp" and ctx.ltp_knob == "target") or (m in ("topk", "manual") and ctx.equal_flops)
+    name = "FLOPs target" if target else KNOB_NAMES[m]
     for knob in values:
         found = find_point(load_points(output_dir), task_name, m, knob, seed)
         if found is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..checks import parse_int_list
+from ..checks import parse_floats, parse_int_list
 from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError, LTPError
 from ..names import STAGE_NAMES, SWEEP_KNOBS, SWEEP_METHODS
@@ -34,6 +34,12 @@ def register(subparsers) -> None:
                         "lambda 0, the soft stage's FLOPs penalty, thresholds calibrated on training texts "
                         "before the hard stage)")
     p.add_argument("--lambda-flops", type=float, default=10.0, help="with --ltp-knob target: the penalty's weight")
+    p.add_argument("--equal-flops", help="comma list of relative FLOPs (e.g. 0.6,0.5): run every method at each "
+                   "instead of --knobs (LTP: FLOPs target; top-k: keep ratio and manual: final threshold "
+                   "calibrated to it on training texts; LAT: search target), the comparison at equal FLOPs")
+    p.add_argument("--equal-budget", action="store_true",
+                   help="top-k's and manual's hard stage and LAT's LengthDrop stage train as many epochs as "
+                        "LTP's soft and hard stages together (default: each stage its own --<stage>-epochs)")
     p.add_argument("--table", action="store_true",
                    help="only print Table 1 and plot from OUTPUT_DIR/points.json (no training)")
     g = p.add_argument_group("data")
@@ -91,6 +97,9 @@ def cmd_sweep(a) -> int:
         knobs = parse_knobs(a.knobs)
         if knobs is not None and a.method == "all":
             raise ConfigError("--knobs applies to one --method; with --method all each uses its defaults")
+        if knobs is not None and a.equal_flops:
+            raise ConfigError("give --knobs or --equal-flops, not both (--equal-flops sets every method's knobs)")
+        equal_flops = parse_floats(a.equal_flops, "--equal-flops") if a.equal_flops else None
         set_threads(a.threads)
         stage_args = {
             stage: StageArgs(learning_rate=getattr(a, f"{stage}_lr") or a.lr, threshold_lr=a.threshold_lr,
@@ -106,10 +115,10 @@ def cmd_sweep(a) -> int:
                            label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
                            max_eval_examples=a.max_eval_examples)
         seeds = parse_int_list(a.seeds, "--seeds", minimum=0) if a.seeds else None
-        if a.ltp_knob == "target":
+        if a.ltp_knob == "target" or equal_flops:
             ltp = ltp.replace(lambda_flops=a.lambda_flops)
         run_sweep(a.method, a.model, a.task, output_dir, knobs, finetune=a.finetune, ltp=ltp, seeds=seeds,
-                  ltp_knob=a.ltp_knob,
+                  ltp_knob=a.ltp_knob, equal_flops=equal_flops, equal_budget=a.equal_budget,
                   stage_args=stage_args, data_kwargs=data_kwargs, max_length=a.max_length,
                   eval_batch_size=a.eval_batch_size, length_drop_prob=a.length_drop_prob,
                   search_kwargs={"population": a.population, "generations": a.generations, "seed": a.search_seed})
