@@ -143,4 +143,3 @@ class ThresholdLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and is_patched(self.model):
             logs["thresholds"] = [round(t, 6) for t in get_thresholds(self.model).detach().cpu().tolist()]
-

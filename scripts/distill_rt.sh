@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 19: is distillation worth its cost in the recipe? Rotten Tomatoes, MiniLM-L6, LTP with a
+# FLOPs target (default 0.5), each seed trained twice with `ltprune train`, the same command but
+# for --distill-from (the unpruned fine-tuned model as teacher, alpha 0.5, T 2): soft 1 epoch,
+# hard 2 epochs on the same 2,000 training texts as scripts/equal_flops_rt.sh. Dev from the
+# runs, test from `ltprune eval --split test`; scripts/distill_summary.py pairs the arms per seed.
+#
+#   scripts/distill_rt.sh [FINETUNED] [OUT]   env: PY, SEEDS (0,1,2), TARGET (0.5), THREADS (2)
+set -euo pipefail
+FT=${1:-runs/demo/finetune/final}
+OUT=${2:-runs/distill_rt}
+PY=${PY:-python}
+SEEDS=${SEEDS:-0,1,2}
+TARGET=${TARGET:-0.5}
+THREADS=${THREADS:-2}
+TASK=${TASK:-rotten_tomatoes}  # (another task or a CSV: a dry run on a tiny model)
+for s in ${SEEDS//,/ }; do
+  for arm in plain kd; do
+    run="$OUT/$arm/seed-$s"
+    extra=()
+    [ "$arm" = kd ] && extra=(--distill-from "$FT")
+    if [ ! -f "$run/hard/metrics.json" ]; then
+      start=$(date +%s)
+      $PY -m ltprune.cli train --model "$FT" --task "$TASK" --output-dir "$run" --resume \
+        --stages soft,hard --target-flops "$TARGET" --max-train-examples 2000 --soft-epochs 1 --hard-epochs 2 \
+        --lr 2e-5 --train-seed "$s" --threads "$THREADS" "${extra[@]}"
+      echo $(( $(date +%s) - start )) > "$run/wall_seconds"  # the whole command (an interrupted run: its last part)
+    fi
+    [ -f "$OUT/test/$arm/seed-$s/metrics.json" ] || $PY -m ltprune.cli eval --model "$run/hard/final" \
+      --task "$TASK" --split test --output-dir "$OUT/test/$arm/seed-$s" --threads "$THREADS"
+  done
+done
+$PY scripts/distill_summary.py "$OUT"
