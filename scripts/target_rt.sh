@@ -9,7 +9,7 @@
 #                                                   SOFT_EPOCHS (1), HARD_EPOCHS (2), THREADS (2),
 #                                                   TASK (rotten_tomatoes), DATA_ARGS (data options for
 #                                                   the sweep and the evaluations, e.g. --max-length 256),
-#                                                   SWEEP_ARGS (more sweep options, e.g. --final-threshold 0.013)
+#                                                   SWEEP_ARGS (more sweep options, after the defaults: e.g. --hard-lr 4e-5)
 set -euo pipefail
 FT=${1:-runs/demo/finetune/final}
 OUT=${2:-runs/target_rt}
@@ -23,8 +23,9 @@ read -r -a DATA <<< "${DATA_ARGS:-}"
 read -r -a MORE <<< "${SWEEP_ARGS:-}"
 for s in ${SEEDS//,/ }; do  # one sweep call per seed: each is a few minutes, and all land in one points.json
   $PY -m ltprune.cli sweep --method ltp --ltp-knob target --knobs "$TARGET" --seeds "$s" --model "$FT" \
-    --task "$TASK" --output-dir "$OUT" --max-train-examples "$TRAIN" "${DATA[@]}" "${MORE[@]}" \
-    --soft-epochs "${SOFT_EPOCHS:-1}" --hard-epochs "${HARD_EPOCHS:-2}" --hard-lr 2e-5 --threads "$THREADS"
+    --task "$TASK" --output-dir "$OUT" --max-train-examples "$TRAIN" "${DATA[@]}" \
+    --soft-epochs "${SOFT_EPOCHS:-1}" --hard-epochs "${HARD_EPOCHS:-2}" --hard-lr 2e-5 --threads "$THREADS" \
+    "${MORE[@]}"  # last, so that they override the defaults above
   test_dir="$OUT/test/seed-$s"
   [ -f "$test_dir/metrics.json" ] || $PY -m ltprune.cli eval --model "$OUT/ltp/$TARGET/seed-$s/hard/final" \
     --task "$TASK" "${DATA[@]}" --split test --output-dir "$test_dir" --threads "$THREADS"
