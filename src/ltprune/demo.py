@@ -29,7 +29,7 @@ from .training import StageArgs, load_model, load_tokenizer, run_stage, set_thre
 # and the hard stage trains one epoch at twice the rate (TARGET_HARD: in both two-epoch runs with
 # the target the best dev checkpoint was the first epoch's, and the second epoch took the demo past
 # 12 minutes on 2 cores; one epoch at 2e-5 recovered 2.3 dev points less than the first epoch of
-# two, whose rate decays more slowly, and 4e-5 gave that back: docs/RESULTS.md, 3 seeds);
+# two, whose rate decays more slowly; 4e-5 gave +1.6 of them back: docs/RESULTS.md, 3 seeds);
 # ``target_flops=None`` runs the lambda recipe.
 DEMO_LTP = dict(final_threshold=0.013, lambda_=0.1, temperature=1e-3)
 DEMO_TARGET = 0.5
@@ -65,15 +65,15 @@ def run_demo(output_dir="runs/demo", quick: bool = False, threads: int = 2, resu
     rows = {}
     calibration = None
     for stage, args in DEMO_STAGES.items():
-        if stage == "hard" and target_flops is not None:
+        targeted = stage == "hard" and target_flops is not None
+        if targeted:
             args = StageArgs(**{**args.__dict__, **TARGET_HARD})
-        if quick:
-            args = StageArgs(**{**args.__dict__, "max_steps": 4, "logging_steps": 2})
-        if stage == "hard" and target_flops is not None:
             print(f"[demo] stage hard: thresholds calibrated to {target_flops:g} relative FLOPs on training texts, "
                   "and held there at each dev evaluation ...", flush=True)
         else:
             print(f"[demo] stage {stage} ...", flush=True)
+        if quick:
+            args = StageArgs(**{**args.__dict__, "max_steps": 4, "logging_steps": 2})
         done = run_stage(model, tokenizer, data["train"], data["validation"], info, stage, output_dir / stage, args,
                          resume)
         calibration = done.get("calibration", calibration)
