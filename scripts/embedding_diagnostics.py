@@ -14,6 +14,18 @@ only, on IMDb validation reviews (max length 256), MiniLM. Run under the CPU loc
   columns taken out of every row (sinks kept), with [SEP] always kept, at random, or lowest first.
 * ``mapped``: restored states of removed tokens mapped to the last layer by per-layer ridge
   regressions fitted on the unpruned model's states of 128 training reviews (label-free).
+* ``alternatives``: one step after layer 0 keeping the top share of tokens by attention, and what
+  else could be done with the removed ones at about the same FLOPs (each variant's own MACs):
+  ``drop`` (LTP), ``kv`` (removed tokens stay as keys/values, frozen at their layer-0 output),
+  ``rejoin`` (they skip layers 1..L-2 and rejoin the last, as Token Dropping), ``fuse<G>`` (G
+  fused tokens, position segments of the removed ones, with proportional attention, as EViT's
+  fusion) and ``merge`` (each merged into its most similar survivor, ToMe-style, averaged, with
+  proportional attention). Also the split of the error into the choice of tokens
+  (``oracle_survivors``: the unpruned states over the kept tokens) and the rest, and
+  ``softsim``: survivors weighted by the removed tokens they resemble at layer 0 (softmax over
+  cosines, temperature 0.05), for the pruned and for the unpruned states.
+* ``weighted``: the same weighting on a (trained) pruned folder (``--model``, ``--theta``),
+  LTP's thresholds after layer 0.
 """
 
 import argparse
@@ -229,18 +241,131 @@ def mapped(texts):
     return rows
 
 
+NEG = torch.finfo(torch.float32).min
+D_MODEL, D_FFN = 384, 1536
+
+
+def _macs(nq, nk, nkv):
+    """One BERT layer's MACs with nq queries, nk keys and nkv extra key/value-only tokens."""
+    return 2 * D_MODEL * D_MODEL * nq + 2 * D_MODEL * D_MODEL * nkv + 2 * D_MODEL * D_FFN * nq + 2 * D_MODEL * nq * nk
+
+
+def _layer0_run(model, ids, mask, variant, frac=None, theta=None):
+    """Forward with one pruning step after layer 0's attention (top ``frac`` by attention, or LTP's
+    score >= ``theta``); returns (last states, pooled-token mask, pooling weights, MACs, full MACs,
+    layer-0 bookkeeping)."""
+    x = model.embeddings(input_ids=ids)
+    am = mask.bool()
+    alive, keys, size = am.clone(), am.clone(), am.float()
+    batch, n = am.shape
+    cost, full, lengths, info = torch.zeros(batch), torch.zeros(batch), am.sum(1).float(), {}
+    for index, layer in enumerate(model.encoder.layer):
+        if index == LAYERS - 1 and variant == "rejoin":
+            alive, keys = am.clone(), am.clone()
+        logsize = size.clamp_min(1e-9).log() if variant.startswith(("fuse", "merge")) else torch.zeros_like(size)
+        bias = torch.where(keys, logsize, torch.full_like(size, NEG))[:, None, None, :]
+        attn_out, probs = layer.attention(x, attention_mask=bias)
+        out = layer.feed_forward_chunk(attn_out)
+        nq, nk = alive.sum(1).float(), keys.sum(1).float()
+        cost += _macs(nq, nk, nk - nq) if variant == "kv" else _macs(nq, nk, 0)
+        full += _macs(lengths, lengths, 0)
+        x = torch.where(alive[..., None], out, x) if variant in ("kv", "rejoin") else out
+        if index:
+            continue
+        score = (probs * am[:, None, :, None]).sum(dim=(1, 2))
+        if theta is not None:
+            keep = (score / (probs.shape[1] * 128.0) >= theta) & am  # LTP's score, N_ref = 128
+        else:
+            keep = torch.zeros_like(am)
+            ranked = score.masked_fill(~am, -1e9)
+            for b in range(batch):
+                keep[b, ranked[b].topk(max(1, round(frac * int(am[b].sum())))).indices] = True
+        keep[:, 0] = True
+        removed = am & ~keep
+        unit = F.normalize(out, dim=-1)
+        sim = (unit @ unit.transpose(1, 2)).masked_fill(~keep[:, None, :], NEG)
+        soft = torch.softmax(sim / 0.05, -1) * removed[..., None]
+        info = {"keep": keep, "softsim": keep.float() + soft.sum(1)}
+        alive, keys, size = keep, (am.clone() if variant == "kv" else keep.clone()), keep.float()
+        if variant.startswith("fuse"):
+            groups = int(variant[4:])
+            seg = (torch.arange(n)[None] * groups // lengths[:, None].long()).clamp_max(groups - 1)
+            onehot = F.one_hot(seg, groups).float() * removed[..., None]
+            count = onehot.sum(1)
+            fused = (onehot.transpose(1, 2) @ out) / count[..., None].clamp_min(1e-9)
+            x = torch.cat([out, fused], 1)
+            alive = keys = torch.cat([keep, count > 0], 1)
+            size = torch.cat([keep.float(), count], 1)
+        elif variant == "merge":
+            nearest = F.one_hot(sim.argmax(-1), n).float() * removed[..., None] + torch.diag_embed(keep.float())
+            size = nearest.sum(1) * keep
+            x = torch.where(keep[..., None], (nearest.transpose(1, 2) @ out) / size[..., None].clamp_min(1e-9), out)
+    return x, alive, size, cost, full, info
+
+
+def alternatives(texts):
+    tok = transformers.AutoTokenizer.from_pretrained(MODEL)
+    model = transformers.AutoModel.from_pretrained(MODEL, attn_implementation="eager").eval()
+    eb = batches(tok, texts)
+    refs = [model(**b).last_hidden_state for b in eb]
+    grid = {"drop": (0.3, 0.4, 0.5), "kv": (0.2, 0.3, 0.4), "rejoin": (0.1, 0.2, 0.3), "fuse1": (0.4,),
+            "fuse8": (0.4,), "merge": (0.4,)}
+    rows = []
+    for variant, fracs in grid.items():
+        for frac in fracs:
+            acc, cost, full = {}, 0.0, 0.0
+            for b, r in zip(eb, refs):
+                am = b["attention_mask"].bool()
+                e_ref = meanpool(r, am)
+                x, alive, size, c, f, info = _layer0_run(model, b["input_ids"], am, variant, frac=frac)
+                cost, full = cost + float(c.sum()), full + float(f.sum())
+                weights = size if variant.startswith(("fuse", "merge")) else alive.float()
+                acc.setdefault("mean_cosine", []).append((meanpool(x, weights) * e_ref).sum(-1))
+                if variant.startswith(("fuse", "merge")):  # every pooled slot counted once
+                    acc.setdefault("unweighted", []).append((meanpool(x, alive) * e_ref).sum(-1))
+                if variant == "drop":
+                    for name, h in (("oracle_survivors", r), ("drop", x)):
+                        acc.setdefault(name, []).append((meanpool(h, info["keep"]) * e_ref).sum(-1))
+                        acc.setdefault(name + "_softsim", []).append((meanpool(h, info["softsim"]) * e_ref).sum(-1))
+            rows.append({"variant": variant, "kept": frac, "relative_flops": cost / full,
+                         **{k: float(torch.cat(v).mean()) for k, v in acc.items()}})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def weighted(texts, model_dir, theta):
+    tok = transformers.AutoTokenizer.from_pretrained(MODEL)
+    stock = transformers.AutoModel.from_pretrained(MODEL, attn_implementation="eager").eval()
+    model = transformers.AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    acc, kept = {}, []
+    for b in batches(tok, texts):
+        am = b["attention_mask"].bool()
+        e_ref = meanpool(stock(**b).last_hidden_state, am)
+        x, _, _, _, _, info = _layer0_run(model, b["input_ids"], am, "drop", theta=theta)
+        kept.append(info["keep"].sum(1) / am.sum(1))
+        for name in ("keep", "softsim"):
+            acc.setdefault(name, []).append((meanpool(x, info[name]) * e_ref).sum(-1))
+    row = {"model": str(model_dir), "theta": theta, "kept": float(torch.cat(kept).float().mean()),
+           "survivors": float(torch.cat(acc["keep"]).mean()), "softsim": float(torch.cat(acc["softsim"]).mean())}
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["selection", "shapes", "ranking", "mapped"])
+    p.add_argument("what", choices=["selection", "shapes", "ranking", "mapped", "alternatives", "weighted"])
+    p.add_argument("--model", default=str(MODEL), help="weighted: the (pruned) folder to score")
+    p.add_argument("--theta", type=float, default=0.0075, help="weighted: the layer-0 threshold")
+    p.add_argument("--tag", default="", help="the result file is diagnostics_<what><tag>.json")
     p.add_argument("--texts", type=int, default=128)
     p.add_argument("--output", default="results/embedding")
     a = p.parse_args()
     torch.set_num_threads(2)
     texts = load_texts("imdb", split="validation", limit=a.texts)
     with torch.no_grad():
-        rows = globals()[a.what](texts)
+        rows = weighted(texts, a.model, a.theta) if a.what == "weighted" else globals()[a.what](texts)
     Path(a.output).mkdir(parents=True, exist_ok=True)
-    (Path(a.output) / f"diagnostics_{a.what}.json").write_text(json.dumps({"texts": a.texts, "rows": rows}, indent=1))
+    (Path(a.output) / f"diagnostics_{a.what}{a.tag}.json").write_text(json.dumps({"texts": a.texts, "rows": rows}, indent=1))
     return 0
 
 
