@@ -10,7 +10,10 @@
 # reused. One sweep call per seed, so an interrupted run leaves whole seeds.
 #
 #   scripts/equal_flops_rt.sh [FINETUNED] [OUT]   env: PY, SEEDS (0,1,2), TARGETS (0.6,0.5), TRAIN (2000),
-#                                                      SOFT_EPOCHS (1), HARD_EPOCHS (2), THREADS (2)
+#                                                      SOFT_EPOCHS (1), HARD_EPOCHS (2), THREADS (2),
+#                                                      METHODS (ltp,topk,manual,lat: a subset runs only those),
+#                                                      TASK (rotten_tomatoes), DATA_ARGS (data options for the
+#                                                      sweep and the evaluations, e.g. --max-length 256)
 set -euo pipefail
 FT=${1:-runs/demo/finetune/final}
 OUT=${2:-runs/equal_rt}
@@ -19,25 +22,29 @@ SEEDS=${SEEDS:-0,1,2}
 TARGETS=${TARGETS:-0.6,0.5}
 THREADS=${THREADS:-2}
 TASK=${TASK:-rotten_tomatoes}  # (another task or a CSV: a dry run on a tiny model)
+METHODS=${METHODS:-ltp,topk,manual,lat}
+read -r -a DATA <<< "${DATA_ARGS:-}"
 for s in ${SEEDS//,/ }; do
-  $PY -m ltprune.cli sweep --method all --equal-flops "$TARGETS" --equal-budget --seeds "$s" --model "$FT" \
-    --task "$TASK" --output-dir "$OUT" --max-train-examples "${TRAIN:-2000}" \
-    --soft-epochs "${SOFT_EPOCHS:-1}" --hard-epochs "${HARD_EPOCHS:-2}" --hard-lr 2e-5 --lengthdrop-lr 2e-5 \
-    --population 8 --generations 4 --threads "$THREADS"
+  for m in ${METHODS//,/ }; do  # one method at a time (each point trains from its own seed, whatever the order)
+    $PY -m ltprune.cli sweep --method "$m" --equal-flops "$TARGETS" --equal-budget --seeds "$s" --model "$FT" \
+      --task "$TASK" --output-dir "$OUT" --max-train-examples "${TRAIN:-2000}" "${DATA[@]}" \
+      --soft-epochs "${SOFT_EPOCHS:-1}" --hard-epochs "${HARD_EPOCHS:-2}" --hard-lr 2e-5 --lengthdrop-lr 2e-5 \
+      --population 8 --generations 4 --threads "$THREADS"
+  done
   for t in ${TARGETS//,/ }; do
-    for m in ltp topk manual lat; do
+    for m in ${METHODS//,/ }; do
       test_dir="$OUT/test/$m/$t/seed-$s"
       [ -f "$test_dir/metrics.json" ] && continue
       if [ "$m" = lat ]; then
         $PY -m ltprune.cli eval --model "$OUT/seed-$s/lat/lengthdrop/final" --length-config "$OUT/lat/$t/seed-$s/search.json" \
-          --task "$TASK" --split test --output-dir "$test_dir" --threads "$THREADS"
+          --task "$TASK" "${DATA[@]}" --split test --output-dir "$test_dir" --threads "$THREADS"
       else
         $PY -m ltprune.cli eval --model "$OUT/$m/$t/seed-$s/hard/final" \
-          --task "$TASK" --split test --output-dir "$test_dir" --threads "$THREADS"
+          --task "$TASK" "${DATA[@]}" --split test --output-dir "$test_dir" --threads "$THREADS"
       fi
     done
   done
 done
 [ -f "$OUT/test/unpruned/metrics.json" ] || $PY -m ltprune.cli eval --model "$FT" --mode off \
-  --task "$TASK" --split test --output-dir "$OUT/test/unpruned" --threads "$THREADS"
+  --task "$TASK" "${DATA[@]}" --split test --output-dir "$OUT/test/unpruned" --threads "$THREADS"
 $PY scripts/equal_flops_summary.py "$OUT"
