@@ -13,7 +13,8 @@
 #                                                      SOFT_EPOCHS (1), HARD_EPOCHS (2), THREADS (2),
 #                                                      METHODS (ltp,topk,manual,lat: a subset runs only those),
 #                                                      TASK (rotten_tomatoes), DATA_ARGS (data options for the
-#                                                      sweep and the evaluations, e.g. --max-length 256)
+#                                                      sweep and the evaluations, e.g. --max-length 256),
+#                                                      SWEEP_ARGS (more sweep options, after the defaults)
 set -euo pipefail
 FT=${1:-runs/demo/finetune/final}
 OUT=${2:-runs/equal_rt}
@@ -24,12 +25,13 @@ THREADS=${THREADS:-2}
 TASK=${TASK:-rotten_tomatoes}  # (another task or a CSV: a dry run on a tiny model)
 METHODS=${METHODS:-ltp,topk,manual,lat}
 read -r -a DATA <<< "${DATA_ARGS:-}"
+read -r -a MORE <<< "${SWEEP_ARGS:-}"
 for s in ${SEEDS//,/ }; do
   for m in ${METHODS//,/ }; do  # one method at a time (each point trains from its own seed, whatever the order)
     $PY -m ltprune.cli sweep --method "$m" --equal-flops "$TARGETS" --equal-budget --seeds "$s" --model "$FT" \
       --task "$TASK" --output-dir "$OUT" --max-train-examples "${TRAIN:-2000}" "${DATA[@]}" \
       --soft-epochs "${SOFT_EPOCHS:-1}" --hard-epochs "${HARD_EPOCHS:-2}" --hard-lr 2e-5 --lengthdrop-lr 2e-5 \
-      --population 8 --generations 4 --threads "$THREADS"
+      --population 8 --generations 4 --threads "$THREADS" "${MORE[@]}"  # last: they override the defaults
   done
   for t in ${TARGETS//,/ }; do
     for m in ${METHODS//,/ }; do
