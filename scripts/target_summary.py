@@ -1,6 +1,6 @@
 """Sum up scripts/target_rt.sh: per seed and over seeds (mean, std, 95% t-interval), dev and test.
 
-    python scripts/target_summary.py OUT [--target 0.5]
+    python scripts/target_summary.py OUT [--target 0.5] [--reference REF_TEST_METRICS_JSON]
 
 Writes OUT/target_summary.json and prints a markdown table (the numbers docs/RESULTS.md quotes).
 """
@@ -19,6 +19,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--reference", help="another unpruned model's test metrics.json (e.g. scripts/unpruned_reference.sh's, "
+                        "trained as long as the pruned ones): the test drops against it too")
     a = parser.parse_args()
     out = Path(a.out)
     points = load_points(out)
@@ -38,6 +40,11 @@ def main() -> None:
     summary = {k: summarize([r[k] for r in rows]) for k in keys}
     result = {"target_flops": a.target, "unpruned": {"dev_accuracy": ref["metric"], "test_accuracy": test_ref["metric"]},
               "seeds": rows, "summary": summary}
+    if a.reference:
+        other = json.loads(Path(a.reference).read_text())["metric"]
+        drops = [100 * (other - r["test_accuracy"]) for r in rows]
+        result["reference"] = {"metrics": a.reference, "test_accuracy": other, "test_drop_points": drops,
+                               "summary": summarize(drops)}
     (out / "target_summary.json").write_text(json.dumps(result, indent=1))
 
     def cell(key, digits):
@@ -53,6 +60,12 @@ def main() -> None:
               f"{r['test_relative_flops']:.3f} | {r['test_drop_points']:.2f} | {r['calibration_factor']:.4f} |")
     print(f"| mean ± 95% CI (n={len(rows)}) | {cell('dev_accuracy', 4)} | {cell('dev_relative_flops', 3)} | "
           f"{cell('test_accuracy', 4)} | {cell('test_relative_flops', 3)} | {cell('test_drop_points', 2)} | |")
+    if a.reference:
+        r = result["reference"]
+        s = r["summary"]
+        interval = "" if s["half_width"] is None else f", 95% CI [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+        print(f"against {a.reference} (test accuracy {r['test_accuracy']:.4f}): test drops "
+              f"{', '.join(f'{d:.2f}' for d in r['test_drop_points'])}; mean {s['mean']:.2f}{interval}")
 
 
 if __name__ == "__main__":
