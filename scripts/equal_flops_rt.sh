@@ -7,7 +7,7 @@
 # one stage) on the same 2,000 training texts, without distillation. Selection on dev; each
 # point's model is then scored on the test split (`ltprune eval`, LAT with `--length-config`).
 # scripts/equal_flops_summary.py sums them up. Rerunnable: finished points and evaluations are
-# reused. One sweep call per seed, so an interrupted run leaves whole seeds.
+# reused. One sweep call per seed and method, so an interrupted run leaves whole points.
 #
 #   scripts/equal_flops_rt.sh [FINETUNED] [OUT]   env: PY, SEEDS (0,1,2), TARGETS (0.6,0.5), TRAIN (2000),
 #                                                      SOFT_EPOCHS (1), HARD_EPOCHS (2), THREADS (2),
