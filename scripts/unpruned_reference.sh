@@ -14,7 +14,8 @@ FT=${1:?fine-tuned checkpoint}
 OUT=${2:?output folder}
 PY=${PY:-python}
 TASK=${TASK:-imdb}
-read -r -a DATA <<< "${DATA_ARGS---max-length 256 --max-eval-examples 400}"
+DATA_ARGS=${DATA_ARGS-"--max-length 256 --max-eval-examples 400"}  # set but empty: no data options
+read -r -a DATA <<< "$DATA_ARGS"
 [ -f "$OUT/finetune/metrics.json" ] || $PY -m ltprune.cli train --model "$FT" --task "$TASK" --stages finetune \
   --finetune-epochs "${EPOCHS:-4}" --finetune-lr "${LR:-4e-5}" --max-train-examples "${TRAIN:-1000}" "${DATA[@]}" \
   --output-dir "$OUT" --resume --threads 2
