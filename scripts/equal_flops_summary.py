@@ -39,7 +39,8 @@ def main() -> None:
     points = load_points(out)
     ref = next(p for p in points if p["method"] == "unpruned")
     test_ref = json.loads((out / "test" / "unpruned" / "metrics.json").read_text())["metric"]
-    targets = sorted({p["knob"] for p in points if p["method"] == "ltp"}, reverse=True)
+    # every method's targets, so that a folder with baselines only (METHODS=manual) is summed up too
+    targets = sorted({p["knob"] for p in points if p["method"] in METHODS}, reverse=True)
     rows, table = [], {}
     for t in targets:
         table[t] = {}

@@ -1,9 +1,10 @@
 """Two runs of scripts/target_rt.sh (two recipes, same seeds, same machine) compared seed by seed.
 
-    python scripts/paired_target_summary.py A B [--names a,b]
+    python scripts/paired_target_summary.py A B [--names a,b] [--method manual --target 0.33]
 
-Reads A/target_summary.json and B/target_summary.json (scripts/target_summary.py writes them),
-pairs the seeds both have (same seed = same start, data and order) and prints, per seed and as
+Reads A/target_summary.json and B/target_summary.json (scripts/target_summary.py writes them), or
+a baseline's seeds from DIR/equal_flops_summary.json (scripts/equal_flops_summary.py; `--method`
+and `--target` say which) where a folder has no target_summary.json, pairs the seeds both have (same seed = same start, data and order) and prints, per seed and as
 mean ± 95% t-interval, B minus A in dev and test accuracy points, plus each arm's test drop. The
 interval is over training seeds, so it holds the seed spread that one run cannot show.
 """
@@ -23,15 +24,28 @@ def _cell(s: dict, sign: str = "+") -> str:
     return f"{s['mean']:{sign}.2f} [{s['ci_low']:{sign}.2f}, {s['ci_high']:{sign}.2f}]"
 
 
+def _seeds(folder: Path, method: str, target: str) -> dict[int, dict]:
+    """Per seed: dev and test accuracy and test drop, from whichever summary the folder has."""
+    if (folder / "target_summary.json").is_file():
+        rows = json.loads((folder / "target_summary.json").read_text())["seeds"]
+    else:
+        table = json.loads((folder / "equal_flops_summary.json").read_text())["targets"]
+        if target not in table or method not in table[target]:
+            raise SystemExit(f"{folder}: no {method} at target {target} in equal_flops_summary.json")
+        rows = table[target][method]["seeds"]
+    return {r["seed"]: r for r in rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a")
     parser.add_argument("b")
     parser.add_argument("--names", default="A,B", help="labels of the two runs, comma-separated")
+    parser.add_argument("--method", default="manual", help="the method to read from an equal_flops_summary.json")
+    parser.add_argument("--target", default="0.5", help="its FLOPs target, as written there (e.g. 0.33)")
     args = parser.parse_args()
     name_a, name_b = args.names.split(",")
-    runs = [{r["seed"]: r for r in json.loads((Path(d) / "target_summary.json").read_text())["seeds"]}
-            for d in (args.a, args.b)]
+    runs = [_seeds(Path(d), args.method, args.target) for d in (args.a, args.b)]
     seeds = sorted(set(runs[0]) & set(runs[1]))
     if not seeds:
         raise SystemExit("the two runs share no seed")
