@@ -10,7 +10,7 @@
 #   6. LAT from R at 0.33: LengthDrop 4 epochs, then the search on dev, seed 0             -> OUT/lat
 #   7. LTP as in 4 with thresholds at lr 1e-3 (10x): do freer thresholds find a better schedule? seed 0
 #                                                                                          -> OUT/ltp_tlr1e-3
-#   8. LTP as in 4 with 5 hard epochs (a longer budget than R's reference), seeds 0,1        -> OUT/ltp_h5
+#   8. LTP as in 4 with 5 hard epochs (a longer budget than R's reference), seeds 0,1,2      -> OUT/ltp_h5
 # Same data as the earlier subset runs: 1,000 training reviews, 256 tokens, 400 dev / 400 test
 # reviews. Rerunnable: finished steps are reused. About 2.3 hours on an AMD EPYC's 2 cores.
 #
@@ -37,7 +37,7 @@ PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGETS=$TARGET METHODS=lat S
   SWEEP_ARGS="--hard-lr 4e-5 --lengthdrop-lr 4e-5" bash "$HERE/equal_flops_rt.sh" "$R" "$OUT/lat"
 PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGET=$TARGET SEEDS=0 SOFT_EPOCHS=1 HARD_EPOCHS=3 \
   SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-3" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_tlr1e-3"
-PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGET=$TARGET SEEDS=0,1 SOFT_EPOCHS=1 HARD_EPOCHS=5 \
+PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGET=$TARGET SEEDS=${SEEDS:-0,1,2} SOFT_EPOCHS=1 HARD_EPOCHS=5 \
   SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_h5"
 $PY "$HERE/paired_target_summary.py" "$OUT/ltp" "$OUT/ltp_h5" --names hard3,hard5
 $PY "$HERE/paired_target_summary.py" "$OUT/manual" "$OUT/ltp" --names manual,ltp --method manual --target "$TARGET"
