@@ -17,28 +17,26 @@
 #   scripts/imdb_converged_cpu.sh [OUT]   env: PY, SEEDS (0,1,2), TARGET (0.33)
 set -euo pipefail
 OUT=${1:-runs/imdb_conv}
-PY=${PY:-python}
 HERE=$(dirname "$0")
-DATA_ARGS="--max-length 256 --max-eval-examples 400"
-TARGET=${TARGET:-0.33}
+# what every step shares (the scripts below read these from the environment)
+export PY=${PY:-python} TASK=imdb TRAIN=1000 TARGET=${TARGET:-0.33} SEEDS=${SEEDS:-0,1,2} \
+  DATA_ARGS="--max-length 256 --max-eval-examples 400"
 read -r -a DATA <<< "$DATA_ARGS"
 BASE=$($PY -c "from ltprune.resources import offline_model_dir; print(offline_model_dir())")
 [ -f "$OUT/ft/finetune/metrics.json" ] || $PY -m ltprune.cli train --model "$BASE" --task imdb \
-  --stages finetune --finetune-epochs 2 --finetune-lr 5e-5 --max-train-examples 1000 "${DATA[@]}" \
+  --stages finetune --finetune-epochs 2 --finetune-lr 5e-5 --max-train-examples "$TRAIN" "${DATA[@]}" \
   --output-dir "$OUT/ft" --resume --threads 2
-PY=$PY DATA_ARGS="$DATA_ARGS" bash "$HERE/unpruned_reference.sh" "$OUT/ft/finetune/final" "$OUT/ref4"
-PY=$PY DATA_ARGS="$DATA_ARGS" bash "$HERE/unpruned_reference.sh" "$OUT/ref4/finetune/final" "$OUT/ref8"
+bash "$HERE/unpruned_reference.sh" "$OUT/ft/finetune/final" "$OUT/ref4"
+bash "$HERE/unpruned_reference.sh" "$OUT/ref4/finetune/final" "$OUT/ref8"
 R="$OUT/ref4/finetune/final"
-PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGET=$TARGET SEEDS=${SEEDS:-0,1,2} SOFT_EPOCHS=1 HARD_EPOCHS=3 \
-  SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp"
-PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGETS=$TARGET METHODS=manual SEEDS=${SEEDS:-0,1,2} SOFT_EPOCHS=1 HARD_EPOCHS=3 \
-  SWEEP_ARGS="--hard-lr 4e-5" bash "$HERE/equal_flops_rt.sh" "$R" "$OUT/manual"
-PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGETS=$TARGET METHODS=lat SEEDS=0 SOFT_EPOCHS=1 HARD_EPOCHS=3 \
-  SWEEP_ARGS="--hard-lr 4e-5 --lengthdrop-lr 4e-5" bash "$HERE/equal_flops_rt.sh" "$R" "$OUT/lat"
-PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGET=$TARGET SEEDS=0 SOFT_EPOCHS=1 HARD_EPOCHS=3 \
-  SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-3" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_tlr1e-3"
-PY=$PY TASK=imdb DATA_ARGS="$DATA_ARGS" TRAIN=1000 TARGET=$TARGET SEEDS=${SEEDS:-0,1,2} SOFT_EPOCHS=1 HARD_EPOCHS=5 \
-  SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_h5"
+SOFT_EPOCHS=1 HARD_EPOCHS=3 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp"
+TARGETS=$TARGET METHODS=manual SOFT_EPOCHS=1 HARD_EPOCHS=3 SWEEP_ARGS="--hard-lr 4e-5" \
+  bash "$HERE/equal_flops_rt.sh" "$R" "$OUT/manual"
+TARGETS=$TARGET METHODS=lat SEEDS=0 SOFT_EPOCHS=1 HARD_EPOCHS=3 SWEEP_ARGS="--hard-lr 4e-5 --lengthdrop-lr 4e-5" \
+  bash "$HERE/equal_flops_rt.sh" "$R" "$OUT/lat"
+SEEDS=0 SOFT_EPOCHS=1 HARD_EPOCHS=3 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-3" \
+  bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_tlr1e-3"
+SOFT_EPOCHS=1 HARD_EPOCHS=5 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_h5"
 $PY "$HERE/paired_target_summary.py" "$OUT/ltp" "$OUT/ltp_h5" --names hard3,hard5
 $PY "$HERE/paired_target_summary.py" "$OUT/manual" "$OUT/ltp" --names manual,ltp --method manual --target "$TARGET"
 $PY "$HERE/mcnemar.py" "$OUT/ltp/test/seed-0/examples.jsonl" "$OUT/lat/test/lat/$TARGET/seed-0/examples.jsonl" \

@@ -5,8 +5,9 @@
 Reads A/target_summary.json and B/target_summary.json (scripts/target_summary.py writes them), or
 a baseline's seeds from DIR/equal_flops_summary.json (scripts/equal_flops_summary.py; `--method`
 and `--target` say which) where a folder has no target_summary.json, pairs the seeds both have
-(same seed = same start, data and order) and prints, per seed and as mean ± 95% t-interval, B minus A in dev and test accuracy points, plus each arm's test drop. The
-interval is over training seeds, so it holds the seed spread that one run cannot show.
+(same seed = same start, data and order) and prints, per seed and as mean ± 95% t-interval, B
+minus A in dev and test accuracy points, plus each arm's test drop. The interval is over training
+seeds, so it holds the seed spread that one run cannot show.
 """
 
 from __future__ import annotations
