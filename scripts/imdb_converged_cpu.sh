@@ -11,8 +11,12 @@
 #   7. LTP as in 4 with thresholds at lr 1e-3 (10x): do freer thresholds find a better schedule? seed 0
 #                                                                                          -> OUT/ltp_tlr1e-3
 #   8. LTP as in 4 with 5 hard epochs (a longer budget than R's reference), seeds 0,1,2      -> OUT/ltp_h5
+#   9. 8 distilled from R (--distill-from, alpha 0.5, T 2; scripts/distill_rt.sh), seeds 0,1,2 -> OUT/kd_h5
+#      and LTP as in 4 with 8 hard epochs, seeds 0,1,2                                      -> OUT/ltp_h8
+#  10. every model above scored on the whole test split, 2,500 reviews (scripts/imdb_full_test.sh)
+#                                                                                          -> OUT/test_full
 # Same data as the earlier subset runs: 1,000 training reviews, 256 tokens, 400 dev / 400 test
-# reviews. Rerunnable: finished steps are reused. About 2.3 hours on an AMD EPYC's 2 cores.
+# reviews. Rerunnable: finished steps are reused. About 4 hours on an AMD EPYC's 2 cores.
 #
 #   scripts/imdb_converged_cpu.sh [OUT]   env: PY, SEEDS (0,1,2), TARGET (0.33)
 set -euo pipefail
@@ -37,6 +41,9 @@ TARGETS=$TARGET METHODS=lat SEEDS=0 SOFT_EPOCHS=1 HARD_EPOCHS=3 SWEEP_ARGS="--ha
 SEEDS=0 SOFT_EPOCHS=1 HARD_EPOCHS=3 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-3" \
   bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_tlr1e-3"
 SOFT_EPOCHS=1 HARD_EPOCHS=5 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_h5"
+ARMS=kd HARD_EPOCHS=5 TRAIN_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/distill_rt.sh" "$R" "$OUT/kd_h5"
+SOFT_EPOCHS=1 HARD_EPOCHS=8 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_h8"
+bash "$HERE/imdb_full_test.sh" "$OUT" "$OUT/test_full"
 $PY "$HERE/paired_target_summary.py" "$OUT/ltp" "$OUT/ltp_h5" --names hard3,hard5
 $PY "$HERE/paired_target_summary.py" "$OUT/manual" "$OUT/ltp" --names manual,ltp --method manual --target "$TARGET"
 $PY "$HERE/mcnemar.py" "$OUT/ltp/test/seed-0/examples.jsonl" "$OUT/lat/test/lat/$TARGET/seed-0/examples.jsonl" \

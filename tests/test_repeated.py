@@ -47,6 +47,22 @@ def test_summary_statistics_on_fixed_values():
         stats.summarize([])
 
 
+def test_paired_difference_by_hand():
+    # a right on 0, 1, 2; b right on 0, 3: d = a - b = [0, 1, 1, -1], mean 0.25
+    d = stats.paired_difference([1, 1, 1, 0], [1, 0, 0, 1])
+    assert d["n"] == 4 and d["mean"] == pytest.approx(0.25)
+    sd = math.sqrt(((0 - 0.25) ** 2 + 2 * (1 - 0.25) ** 2 + (-1 - 0.25) ** 2) / 3)  # ddof 1
+    assert d["se"] == pytest.approx(sd / 2, rel=1e-12)
+    assert d["half_width"] == pytest.approx(1.959963984540054 * sd / 2, rel=1e-9)  # z_{0.975}
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((0.25 - d["half_width"], 0.25 + d["half_width"]))
+    same = stats.paired_difference([1, 0, 1], [1, 0, 1])
+    assert same["mean"] == 0 and same["half_width"] == 0
+    with pytest.raises(ValueError, match="same examples"):
+        stats.paired_difference([1, 0], [1])
+    with pytest.raises(ValueError):
+        stats.paired_difference([1], [1])
+
+
 def test_aggregated_points_and_table1_show_means_and_intervals():
     def pt(method, knob, metric, rf, seed=None):
         p = {"task": "t", "method": method, "knob": knob, "metric": metric, "relative_flops": rf}
