@@ -35,6 +35,12 @@ def _points(d: dict) -> dict:
     return {k: (100 * v if k in ("mean", "se", "ci_low", "ci_high", "half_width") else v) for k, v in d.items()}
 
 
+def _cell(d: dict, sign: str = "") -> str:
+    """``mean [low, high]``, or the mean alone where one value has no interval."""
+    interval = "" if d["half_width"] is None else f" [{d['ci_low']:{sign}.2f}, {d['ci_high']:{sign}.2f}]"
+    return f"{d['mean']:{sign}.2f}{interval}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
@@ -94,9 +100,7 @@ def main() -> None:
     print("| model | test accuracy | rel. FLOPs | drop vs reference, points (paired 95% CI) |")
     print("|---|---|---|---|")
     for name, m in models.items():
-        d = m["drop_points"]
-        print(f"| {name} | {m['accuracy']:.4f} | {m['relative_flops']:.3f} | "
-              f"{d['mean']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}] |")
+        print(f"| {name} | {m['accuracy']:.4f} | {m['relative_flops']:.3f} | {_cell(m['drop_points'])} |")
     if summary:
         print("\n| recipe | seeds | test accuracy (mean ± 95% CI) | rel. FLOPs | drop over seeds (t 95% CI) "
               "| drop of the seed-averaged model (paired 95% CI) |")
@@ -104,17 +108,13 @@ def main() -> None:
         for group, g in summary.items():
             acc, over, avg = g["accuracy"], g["drop_points_over_seeds"], g["drop_points_seed_averaged"]
             acc_cell = f"{acc['mean']:.4f}" + ("" if acc["half_width"] is None else f" ± {acc['half_width']:.4f}")
-            over_cell = f"{over['mean']:.2f}" + ("" if over["half_width"] is None
-                                                 else f" [{over['ci_low']:.2f}, {over['ci_high']:.2f}]")
             print(f"| {group} | {','.join(map(str, g['seeds']))} | {acc_cell} | {g['relative_flops']['mean']:.3f} | "
-                  f"{over_cell} | {avg['mean']:.2f} [{avg['ci_low']:.2f}, {avg['ci_high']:.2f}] |")
+                  f"{_cell(over)} | {_cell(avg)} |")
 
     for name, d in pairs.items():
-        over, avg = d["over_seeds"], d["seed_averaged"]
-        interval = "" if over["half_width"] is None else f" [{over['ci_low']:+.2f}, {over['ci_high']:+.2f}]"
         print(f"\n{name}, test points: per seed {', '.join(f'{v:+.2f}' for v in d['per_seed_points'])}; "
-              f"mean {over['mean']:+.2f}{interval} over seeds; seed-averaged models "
-              f"{avg['mean']:+.2f} [{avg['ci_low']:+.2f}, {avg['ci_high']:+.2f}] (paired over examples)")
+              f"mean {_cell(d['over_seeds'], '+')} over seeds; seed-averaged models "
+              f"{_cell(d['seed_averaged'], '+')} (paired over examples)")
 
 
 if __name__ == "__main__":
