@@ -29,6 +29,7 @@ for s in ${SEEDS//,/ }; do
   score ltp_hard3/seed-$s "$CONV/ltp/ltp/$T/seed-$s/hard/final"
   score ltp_hard5/seed-$s "$CONV/ltp_h5/ltp/$T/seed-$s/hard/final"
   score manual/seed-$s "$CONV/manual/manual/$T/seed-$s/hard/final"
+  score topk/seed-$s "$CONV/topk/topk/$T/seed-$s/hard/final"
   score ltp_hard5_kd/seed-$s "$CONV/kd_h5/kd/seed-$s/hard/final"
   score ltp_hard8/seed-$s "$CONV/ltp_h8/ltp/$T/seed-$s/hard/final"
 done
