@@ -9,7 +9,7 @@
 #       ARMS (plain,kd), TRAIN (2000), SOFT_EPOCHS (1), HARD_EPOCHS (2), TASK (rotten_tomatoes),
 #       DATA_ARGS (data options of the runs and evaluations, e.g. --max-length 256),
 #       TRAIN_ARGS (more `ltprune train` options, last: e.g. --hard-lr 4e-5)
-# The defaults are the Rotten Tomatoes measurement; scripts/imdb_distill_cpu.sh sets the rest.
+# The defaults are the Rotten Tomatoes measurement; scripts/imdb_converged_cpu.sh (step 9) sets the rest.
 set -euo pipefail
 FT=${1:-runs/demo/finetune/final}
 OUT=${2:-runs/distill_rt}

@@ -11,14 +11,14 @@
 #   7. LTP as in 4 with thresholds at lr 1e-3 (10x): do freer thresholds find a better schedule? seed 0
 #                                                                                          -> OUT/ltp_tlr1e-3
 #   8. LTP as in 4 with 5 hard epochs (a longer budget than R's reference), seeds 0,1,2      -> OUT/ltp_h5
-#   9. 8 distilled from R (--distill-from, alpha 0.5, T 2; scripts/distill_rt.sh), seeds 0,1,2 -> OUT/kd_h5
+#   9. step 8 distilled from R (--distill-from, alpha 0.5, T 2; scripts/distill_rt.sh), seeds 0,1,2 -> OUT/kd_h5
 #      and LTP as in 4 with 8 hard epochs, seeds 0,1,2                                      -> OUT/ltp_h8
 #      and top-k asked for 0.33 as manual in 5, seeds 0,1,2: its cascade keeps 3 of 6 layers whole,
 #      so it lands at its floor, 0.57 (docs/DECISIONS.md); scored, not compared at 3x    -> OUT/topk
 #  10. every model above scored on the whole test split, 2,500 reviews (scripts/imdb_full_test.sh)
 #                                                                                          -> OUT/test_full
 # Same data as the earlier subset runs: 1,000 training reviews, 256 tokens, 400 dev / 400 test
-# reviews. Rerunnable: finished steps are reused. About 4.5 hours on an AMD EPYC's 2 cores.
+# reviews. Rerunnable: finished steps are reused. About 4 hours on an AMD EPYC's 2 cores.
 #
 #   scripts/imdb_converged_cpu.sh [OUT]   env: PY, SEEDS (0,1,2), TARGET (0.33)
 set -euo pipefail
