@@ -32,6 +32,7 @@ for s in ${SEEDS//,/ }; do
   score topk/seed-$s "$CONV/topk/topk/$T/seed-$s/hard/final"
   score ltp_hard5_kd/seed-$s "$CONV/kd_h5/kd/seed-$s/hard/final"
   score ltp_hard8/seed-$s "$CONV/ltp_h8/ltp/$T/seed-$s/hard/final"
+  score ltp_hard5_t0.4/seed-$s "$CONV/ltp_h5_t0.4/ltp/0.4/seed-$s/hard/final"  # 2.5x, not 3x
 done
 score lat/seed-0 "$CONV/lat/seed-0/lat/lengthdrop/final" --length-config "$CONV/lat/lat/$T/seed-0/search.json"
 score ltp_tlr1e-3/seed-0 "$CONV/ltp_tlr1e-3/ltp/$T/seed-0/hard/final"
