@@ -21,24 +21,27 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from ltprune.errors import DataError
+from ltprune.experiments.per_example import correctness, read_examples
+from ltprune.stats import format_interval as _cell
 from ltprune.stats import paired_difference, summarize
 
 
 def _correct(folder: Path) -> dict[int, float]:
-    with open(folder / "examples.jsonl") as f:
-        rows = [json.loads(line) for line in f]
-    return {r["index"]: float(r["label"] == r["prediction"]) for r in rows}
+    """Each test example's index -> 1.0 right / 0.0 wrong, from the folder's examples.jsonl."""
+    try:
+        rows = read_examples(folder)
+    except DataError as exc:
+        raise SystemExit(str(exc)) from None
+    ok = correctness(rows)
+    if ok is None:
+        raise SystemExit(f"{folder}: a regression task has no right or wrong answers to pair")
+    return {r["index"]: float(v) for r, v in zip(rows, ok)}
 
 
 def _points(d: dict) -> dict:
     """A paired difference of fractions, in points."""
     return {k: (100 * v if k in ("mean", "se", "ci_low", "ci_high", "half_width") else v) for k, v in d.items()}
-
-
-def _cell(d: dict, sign: str = "") -> str:
-    """``mean [low, high]``, or the mean alone where one value has no interval."""
-    interval = "" if d["half_width"] is None else f" [{d['ci_low']:{sign}.2f}, {d['ci_high']:{sign}.2f}]"
-    return f"{d['mean']:{sign}.2f}{interval}"
 
 
 def main() -> None:

@@ -16,13 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
-from ltprune.stats import summarize
+from ltprune.stats import format_interval, summarize
 
 
 def _cell(s: dict, sign: str = "+") -> str:
-    if s["half_width"] is None:
-        return f"{s['mean']:{sign}.2f}"
-    return f"{s['mean']:{sign}.2f} [{s['ci_low']:{sign}.2f}, {s['ci_high']:{sign}.2f}]"
+    return format_interval(s, sign)
 
 
 def _seeds(folder: Path, method: str, target: str) -> dict[int, dict]:

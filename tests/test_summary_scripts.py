@@ -50,7 +50,8 @@ def _eval_folder(folder: Path, correct: list[int], relative_flops: float = 1.0) 
     (folder / "metrics.json").write_text(json.dumps(
         {"metric": sum(correct) / len(correct), "relative_flops": relative_flops}))
     (folder / "examples.jsonl").write_text("".join(
-        json.dumps({"index": i, "label": 1, "prediction": int(c)}) + "\n" for i, c in enumerate(correct)))
+        json.dumps({"index": i, "length": 8, "tokens_in": [8, 4], "label": 1, "prediction": int(c)}) + "\n"
+        for i, c in enumerate(correct)))
 
 
 def test_full_test_summary_drops_by_hand(tmp_path: Path) -> None:

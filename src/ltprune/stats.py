@@ -64,4 +64,12 @@ def paired_difference(a, b, confidence: float = 0.95) -> dict:
             "confidence": confidence}
 
 
-__all__ = ["paired_difference", "summarize", "t_quantile"]
+def format_interval(s: dict, sign: str = "") -> str:
+    """``mean [low, high]`` of a :func:`summarize` or :func:`paired_difference` result, two
+    decimals (``sign="+"`` prints the signs of differences); the mean alone where one value has
+    no interval."""
+    interval = "" if s["half_width"] is None else f" [{s['ci_low']:{sign}.2f}, {s['ci_high']:{sign}.2f}]"
+    return f"{s['mean']:{sign}.2f}{interval}"
+
+
+__all__ = ["format_interval", "paired_difference", "summarize", "t_quantile"]
