@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ltprune
+from ltprune.patch import reset_thresholds
 from ltprune.pruning import init_thresholds, manual_thresholds
 
 from conftest import random_batch, tiny_model
@@ -135,6 +136,25 @@ def test_thresholds_rise_linearly():
     assert isinstance(thresholds, torch.nn.Parameter) and not thresholds.requires_grad
     assert ltprune.get_thresholds(ltprune.set_mode(model, "soft")).requires_grad
     assert torch.allclose(thresholds, torch.tensor([0.0, 0.01, 0.02]))
+
+
+def test_threshold_shape_sets_the_initial_schedule():
+    """``threshold_shape`` replaces the ramp (scaled so its largest weight is the final
+    threshold), survives reset and re-patching, and a wrong length or an all-zero shape is a
+    ConfigError naming the option."""
+    assert torch.allclose(init_thresholds(3, 0.02, [2, 1, 0]), torch.tensor([0.02, 0.01, 0.0]))
+    model = ltprune.patch(tiny_model("bert"), ltprune.LTPConfig(final_threshold=0.02, threshold_shape=[1, 0, 0]))
+    assert torch.allclose(ltprune.get_thresholds(model), torch.tensor([0.02, 0.0, 0.0]))
+    ltprune.set_thresholds(model, torch.tensor([0.5, 0.5, 0.5]))
+    reset_thresholds(model)
+    assert torch.allclose(ltprune.get_thresholds(model), torch.tensor([0.02, 0.0, 0.0]))
+    ltprune.patch(model, ltprune.LTPConfig(final_threshold=0.02))  # back to the ramp: re-initialised
+    assert torch.allclose(ltprune.get_thresholds(model), torch.tensor([0.0, 0.01, 0.02]))
+    with pytest.raises(ltprune.ConfigError, match="threshold_shape has 2 entries"):
+        ltprune.patch(tiny_model("bert"), ltprune.LTPConfig(threshold_shape=[1, 0]))
+    for bad in ([0, 0, 0], [1, -1, 0], []):
+        with pytest.raises(ltprune.ConfigError, match="threshold_shape"):
+            ltprune.LTPConfig(threshold_shape=bad)
 
 
 def test_flops_hand_computed_case():

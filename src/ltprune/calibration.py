@@ -73,7 +73,8 @@ def calibrate_on(model, batches, target: float, *, tolerance: float = CALIBRATIO
     before = get_thresholds(model).detach().clone()
     base = before
     if not bool((base > 0).any()):  # nothing to scale: start from the initial ramp's shape
-        base = init_thresholds(base.numel(), get_config(model).final_threshold or 0.01).to(base)
+        config = get_config(model)
+        base = init_thresholds(base.numel(), config.final_threshold or 0.01, config.threshold_shape).to(base)
     was_training = model.training
     evaluations = {0.0: 1.0}  # thresholds 0 (scaled away) remove nothing
 

@@ -32,6 +32,11 @@ class LTPConfig:
     """
 
     final_threshold: float = 0.01
+    # The initial thresholds' shape over the layers, as relative weights (scaled so the largest
+    # is final_threshold): None is METHOD §3's linear ramp, 0 at the first layer. On long inputs
+    # the ramp spends the budget by emptying the last layers; (1, 0, ..., 0) starts LTP from one
+    # pruning step after the first layer instead (docs/DECISIONS.md). The soft stage learns from it.
+    threshold_shape: list[float] | None = None
     temperature: float = 1e-3
     lambda_: float = 0.1
     # A FLOPs budget for the soft stage (relative FLOPs, e.g. 0.5 for 2x fewer): the soft stage's
@@ -99,6 +104,13 @@ class LTPConfig:
         if self.method == "topk":
             check(bool(self.keep_ratios), "method='topk' needs keep_ratios (one per layer)")
             check(all(0 <= r <= 1 for r in self.keep_ratios), "keep_ratios must lie in [0, 1]")
+        if self.threshold_shape is not None:
+            shape = self.threshold_shape
+            check(isinstance(shape, (list, tuple)) and len(shape) > 0 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in shape) and any(v > 0 for v in shape),
+                f"threshold_shape must be a list of numbers >= 0, one per layer, not all 0; got {shape!r}")
+            self.threshold_shape = [float(v) for v in shape]
         if self.capacity is not None:
             check(isinstance(self.capacity, (list, tuple)) and all(
                 isinstance(c, (int, float)) and 0 < c <= 1 for c in self.capacity),

@@ -74,7 +74,7 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     """Turn a loaded transformers model into an LTP model, in place; returns it.
 
     Patching a patched model updates its config; the thresholds are re-initialised only when
-    ``final_threshold`` changes (it defines their initial schedule). To change how an installed
+    ``final_threshold`` or ``threshold_shape`` changes (they define their initial schedule). To change how an installed
     model prunes without touching its parameters, use :func:`configure` / :func:`configured`.
     Supported classes: ``ltprune.supported_classes()``.
     """
@@ -88,8 +88,10 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     if is_patched(model):
         state = model._ltp
         _check_lengths(config, state.dims.num_layers)
-        if config.final_threshold != state.config.final_threshold:
-            set_thresholds(model, init_thresholds(state.dims.num_layers, config.final_threshold))
+        if (config.final_threshold, config.threshold_shape) != (state.config.final_threshold,
+                                                                state.config.threshold_shape):
+            set_thresholds(model, init_thresholds(state.dims.num_layers, config.final_threshold,
+                                                  config.threshold_shape))
         return configure(model, config)
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a transformers model, got {type(model).__name__}")
@@ -99,7 +101,7 @@ def patch(model: nn.Module, config: LTPConfig | None = None) -> nn.Module:
     dims = adapter.dims(base.config)
     _check_lengths(config, dims.num_layers)
     param = next(encoder.parameters())
-    thresholds = init_thresholds(dims.num_layers, config.final_threshold).to(param.device)
+    thresholds = init_thresholds(dims.num_layers, config.final_threshold, config.threshold_shape).to(param.device)
     # Only the soft stage trains the thresholds: in off and hard mode they get no gradient, and a
     # trainable parameter without one breaks plain DDP (find_unused_parameters=False).
     encoder.register_parameter(THRESHOLDS, nn.Parameter(thresholds, requires_grad=config.mode == "soft"))
@@ -162,7 +164,7 @@ def _is_sentence_transformer(model) -> bool:
 
 
 def _check_lengths(config: LTPConfig, num_layers: int) -> None:
-    for name in ("keep_ratios", "keep_lengths", "capacity"):
+    for name in ("keep_ratios", "keep_lengths", "capacity", "threshold_shape"):
         values = getattr(config, name)
         if values is not None and len(values) != num_layers:
             raise ConfigError(f"{name} has {len(values)} entries; the model has {num_layers} layers")
@@ -180,7 +182,8 @@ def _init_weights(module, target):
     state = getattr(target, "_ltp", None)
     if state is not None and target is state.encoder:
         with torch.no_grad():
-            getattr(target, THRESHOLDS).copy_(init_thresholds(state.dims.num_layers, state.config.final_threshold))
+            getattr(target, THRESHOLDS).copy_(init_thresholds(state.dims.num_layers, state.config.final_threshold,
+                                                              state.config.threshold_shape))
 
 
 def _capture_mask(module, args, kwargs):
@@ -323,9 +326,11 @@ def set_thresholds(model: nn.Module, values) -> None:
 
 
 def reset_thresholds(model: nn.Module) -> None:
-    """Thresholds back to the initial linear schedule of the model's ``final_threshold``."""
+    """Thresholds back to their initial schedule: ``final_threshold`` on the linear ramp (or on
+    ``threshold_shape``)."""
     state = _state(model)
-    set_thresholds(model, init_thresholds(state.dims.num_layers, state.config.final_threshold))
+    set_thresholds(model, init_thresholds(state.dims.num_layers, state.config.final_threshold,
+                                          state.config.threshold_shape))
 
 
 def _validate_thresholds(values, num_layers: int, where: str, error=CheckpointError) -> None:

@@ -14,12 +14,19 @@ import torch
 from .config import LTPConfig
 
 
-def init_thresholds(num_layers: int, final_threshold: float) -> torch.Tensor:
+def init_thresholds(num_layers: int, final_threshold: float, shape=None) -> torch.Tensor:
     """Linearly rising thresholds: 0 at the first layer, ``final_threshold`` at the last.
 
     The first layer starts at 0 and learns like the others (METHOD §3); the last layer gets the
     final threshold itself, as its name and the original code (theta_l = theta_final * l / L) say.
+    ``shape`` (``LTPConfig.threshold_shape``: one weight >= 0 per layer) replaces the ramp:
+    theta_l = final_threshold * shape_l / max(shape).
     """
+    if shape is not None:
+        if len(shape) != num_layers:
+            raise ValueError(f"threshold shape has {len(shape)} entries; the model has {num_layers} layers")
+        values = torch.tensor([float(v) for v in shape])
+        return values * (float(final_threshold) / float(values.max()))
     if num_layers == 1:
         return torch.tensor([float(final_threshold)])
     return torch.linspace(0.0, float(final_threshold), num_layers)

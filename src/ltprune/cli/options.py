@@ -4,6 +4,7 @@ the LTP settings, the stage hyperparameters and the data options the same way.""
 
 from __future__ import annotations
 
+from ..checks import parse_floats
 from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError
 from ..names import STAGE_NAMES
@@ -35,6 +36,10 @@ def add_ltp_options(p, with_lambda: bool = True) -> None:
     g = p.add_argument_group("LTP")
     g.add_argument("--final-threshold", type=float, default=0.01,
                    help="threshold of the last layer (initial value; earlier layers start lower)")
+    g.add_argument("--threshold-shape", metavar="W1,W2,...",
+                   help="initial thresholds' shape over the layers, one weight per layer, scaled so the largest is "
+                        "--final-threshold (e.g. 1,0,0,0,0,0: one pruning step after the first layer; default: "
+                        "the linear ramp 0 -> final threshold, METHOD §3)")
     g.add_argument("--temperature", type=float, default=1e-3,
                    help="temperature T of the soft stage's mask sigmoid((score - threshold) / T); smaller is "
                         "closer to hard pruning")
@@ -78,6 +83,7 @@ def ltp_from_args(a) -> LTPConfig:
     if lambda_ is None:  # with a FLOPs target the budget sets the pruning; lambda stays available
         lambda_ = 0.0 if target is not None else 0.1
     return LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature,
+                     threshold_shape=parse_floats(getattr(a, "threshold_shape", None), "--threshold-shape"),
                      lambda_=lambda_, score_normalization=a.score_normalization,
                      soft_mask=a.soft_mask, layout=a.layout, target_flops=target,
                      lambda_flops=getattr(a, "lambda_flops", 10.0))

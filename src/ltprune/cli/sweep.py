@@ -54,6 +54,10 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the data splits")
     g = p.add_argument_group("LTP (lambda is the knob)")
     g.add_argument("--final-threshold", type=float, default=0.01)
+    g.add_argument("--threshold-shape", metavar="W1,W2,...",
+                   help="initial thresholds' shape over the layers, one weight per layer, scaled so the largest is "
+                        "--final-threshold (e.g. 1,0,0,0,0,0: one pruning step after the first layer; default: "
+                        "the linear ramp 0 -> final threshold, METHOD §3)")
     g.add_argument("--temperature", type=float, default=1e-3)
     g.add_argument("--score-normalization", choices=["reference", "length"], default="reference")
     g.add_argument("--soft-mask", choices=["original", "cumulative"], default="original")
@@ -110,6 +114,7 @@ def cmd_sweep(a) -> int:
                              max_eval_examples_during_training=a.max_eval_examples)
             for stage in STAGE_NAMES}
         ltp = LTPConfig(final_threshold=a.final_threshold, temperature=a.temperature,
+                        threshold_shape=parse_floats(a.threshold_shape, "--threshold-shape"),
                         score_normalization=a.score_normalization, soft_mask=a.soft_mask, layout=a.layout)
         data_kwargs = dict(data_dir=a.data_dir, text_column=a.text_column, text_pair_column=a.text_pair_column,
                            label_column=a.label_column, seed=a.seed, max_train_examples=a.max_train_examples,
