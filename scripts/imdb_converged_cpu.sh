@@ -18,6 +18,9 @@
 #      and step 8 at a 0.4 target (2.5x), seeds 0,1,2: where on IMDb is the 1-point line?   -> OUT/ltp_h5_t0.4
 #  10. every model above scored on the whole test split, 2,500 reviews (scripts/imdb_full_test.sh)
 #                                                                                          -> OUT/test_full
+#  11. the threshold schedule's shape, untrained R at 0.33 (scripts/imdb_shape_check.py; dev) -> OUT/shape_check.json
+#      and step 8 from the initial shape 1,0,0,0,0,0 (one step after layer 0), seeds 0,1,2  -> OUT/ltp_h5_l0
+#      (step 10's script scores these too; it runs last)
 # Same data as the earlier subset runs: 1,000 training reviews, 256 tokens, 400 dev / 400 test
 # reviews. Rerunnable: finished steps are reused. About 4.5 hours on an AMD EPYC's 2 cores.
 #
@@ -50,6 +53,9 @@ TARGETS=$TARGET METHODS=topk SOFT_EPOCHS=1 HARD_EPOCHS=3 SWEEP_ARGS="--hard-lr 4
   bash "$HERE/equal_flops_rt.sh" "$R" "$OUT/topk"
 TARGET=0.4 SOFT_EPOCHS=1 HARD_EPOCHS=5 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" \
   bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_h5_t0.4"
+[ -f "$OUT/shape_check.json" ] || $PY "$HERE/imdb_shape_check.py" "$R" --target "$TARGET" --output "$OUT/shape_check.json"
+SOFT_EPOCHS=1 HARD_EPOCHS=5 SWEEP_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4 --threshold-shape 1,0,0,0,0,0" \
+  bash "$HERE/target_rt.sh" "$R" "$OUT/ltp_h5_l0"
 bash "$HERE/imdb_full_test.sh" "$OUT" "$OUT/test_full"
 $PY "$HERE/paired_target_summary.py" "$OUT/ltp" "$OUT/ltp_h5" --names hard3,hard5
 $PY "$HERE/paired_target_summary.py" "$OUT/manual" "$OUT/ltp" --names manual,ltp --method manual --target "$TARGET"

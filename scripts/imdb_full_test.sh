@@ -33,11 +33,12 @@ for s in ${SEEDS//,/ }; do
   score ltp_hard5_kd/seed-$s "$CONV/kd_h5/kd/seed-$s/hard/final"
   score ltp_hard8/seed-$s "$CONV/ltp_h8/ltp/$T/seed-$s/hard/final"
   score ltp_hard5_t0.4/seed-$s "$CONV/ltp_h5_t0.4/ltp/0.4/seed-$s/hard/final"  # 2.5x, not 3x
+  score ltp_hard5_l0/seed-$s "$CONV/ltp_h5_l0/ltp/$T/seed-$s/hard/final"  # initial shape 1,0,0,0,0,0
 done
 score lat/seed-0 "$CONV/lat/seed-0/lat/lengthdrop/final" --length-config "$CONV/lat/lat/$T/seed-0/search.json"
 score ltp_tlr1e-3/seed-0 "$CONV/ltp_tlr1e-3/ltp/$T/seed-0/hard/final"
 pairs=()
-for p in ltp_hard3,ltp_hard5 manual,ltp_hard3 ltp_hard5,ltp_hard5_kd ltp_hard5,ltp_hard8; do
+for p in ltp_hard3,ltp_hard5 manual,ltp_hard3 ltp_hard5,ltp_hard5_kd ltp_hard5,ltp_hard8 ltp_hard5,ltp_hard5_l0; do
   [ -d "$OUT/${p%,*}" ] && [ -d "$OUT/${p#*,}" ] && pairs+=(--pair "$p")
 done
 $PY "$(dirname "$0")/full_test_summary.py" "$OUT" --reference unpruned/R "${pairs[@]}"

@@ -47,6 +47,8 @@ def test_manual_thresholds_by_hand():
     assert ltprune.get_thresholds(model).tolist() == pytest.approx([0.005, 0.01, 0.015, 0.02])
     config = ltprune.get_config(model)
     assert config.method == "threshold" and config.final_threshold == 0.02
+    configure_manual(model, 0.02, [1, 0, 0, 0])  # a shape (LTP's --threshold-shape) replaces the ramp
+    assert ltprune.get_thresholds(model).tolist() == pytest.approx([0.02, 0.0, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("layout", ["packed", "padded"])

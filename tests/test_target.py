@@ -126,6 +126,25 @@ def test_train_with_a_target_calibrates_before_the_hard_stage(tmp_path):
     assert "calibration_factor" in (out / "hard" / "final" / "README.md").read_text()  # the model card
 
 
+def test_threshold_shape_reaches_the_soft_stage_and_the_calibration(tmp_path, capsys):
+    """``--threshold-shape 1,0``: the soft stage starts from (theta, 0) and, with the thresholds
+    all but frozen (lr 1e-12), the calibration's single factor keeps the second layer at 0; a shape of the
+    wrong length is a one-line error before any training."""
+    tiny = save_tiny_classifier(tmp_path / "tiny", num_layers=2)
+    csv = write_reviews_csv(tmp_path / "reviews.csv", rows=200)
+    out = tmp_path / "run"
+    args = ["train", "--model", str(tiny), "--task", str(csv), "--stages", "soft,hard", "--max-steps", "2",
+            "--batch-size", "8", "--threads", "1", "--threshold-lr", "1e-12", "--target-speedup", "1.3"]
+    assert cli_main(args + ["--output-dir", str(out), "--threshold-shape", "1,0"]) == 0
+    assert json.loads((out / "ltprune_run.json").read_text())["ltp"]["threshold_shape"] == [1.0, 0.0]
+    calibration = json.loads((out / "hard" / "calibration.json").read_text())
+    assert calibration["thresholds_before"] == pytest.approx([0.01, 0.0], abs=1e-9)
+    assert calibration["thresholds"][1] == pytest.approx(0.0, abs=1e-9) and calibration["thresholds"][0] > 0
+    assert cli_main(args + ["--output-dir", str(tmp_path / "bad"), "--threshold-shape", "1,0,0"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "threshold_shape has 3 entries" in err[-1] and "Traceback" not in "".join(err)
+
+
 def test_a_second_calibration_on_target_costs_one_pass_and_changes_nothing():
     model = tiny_model()
     ltprune.patch(model, LTPConfig(final_threshold=0.01, mode="hard"))

@@ -170,10 +170,11 @@ def _manual_point(ctx: _Context, knob: float, run_dir: Path) -> dict:
     model, extra = ctx.load(), {}
     if ctx.equal_flops:  # the knob is a FLOPs target: the ramp theta_L * l / L scaled to it, as LTP's
         _check_target(knob)  # thresholds are (run_stage calibrates before the hard stage and holds it)
-        model = configure(configure_manual(model, ctx.ltp.final_threshold or 0.01), target_flops=float(knob))
+        model = configure(configure_manual(model, ctx.ltp.final_threshold or 0.01, ctx.ltp.threshold_shape),
+                          target_flops=float(knob))
         extra = {"knob_kind": "target_flops"}
     else:
-        model = configure_manual(model, knob)
+        model = configure_manual(model, knob, ctx.ltp.threshold_shape)
     model = ctx.stage(model, "hard", run_dir / "hard", args_name="baseline")
     thresholds = [round(t, 6) for t in get_thresholds(model).detach().cpu().tolist()]
     if extra:
