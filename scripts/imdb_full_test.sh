@@ -15,12 +15,7 @@ SEEDS=${SEEDS:-0,1,2}
 T=${TARGET:-0.33}
 EVAL=(--task imdb --max-length 256 --split test --threads "${THREADS:-2}")
 
-score() {  # NAME MODEL [eval options]: one model on the whole test split, reused when done
-  local name=$1 model=$2
-  shift 2
-  if [ ! -d "$model" ]; then echo "skip $name: no $model" >&2; return; fi
-  [ -f "$OUT/$name/metrics.json" ] || $PY -m ltprune.cli eval --model "$model" "${EVAL[@]}" "$@" --output-dir "$OUT/$name"
-}
+source "$(dirname "$0")/score_test.sh"  # score NAME MODEL [eval options]
 
 score unpruned/ft "$CONV/ft/finetune/final" --mode off
 score unpruned/R "$CONV/ref4/finetune/final" --mode off

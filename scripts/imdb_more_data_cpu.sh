@@ -29,13 +29,9 @@ kd "$first"
 EPOCHS=2 bash "$HERE/unpruned_reference.sh" "$R2" "$OUT/ref+2"
 [ "$SEEDS" = "$first" ] || kd "${SEEDS#*,}"
 EVAL=(--task imdb --max-length 256 --split test --threads 2)
-score() {  # NAME MODEL [eval options]
-  local name=$1 model=$2
-  shift 2
-  [ -f "$OUT/test_full/$name/metrics.json" ] || $PY -m ltprune.cli eval --model "$model" "${EVAL[@]}" "$@" \
-    --output-dir "$OUT/test_full/$name"
-}
+RUNS=$OUT OUT=$OUT/test_full
+source "$HERE/score_test.sh"  # score NAME MODEL [eval options], into $OUT/NAME
 score unpruned/R2k "$R2" --mode off
-score unpruned/R2k+2 "$OUT/ref+2/finetune/final" --mode off
-for s in ${SEEDS//,/ }; do score ltp_hard5_kd/seed-$s "$OUT/kd_h5/kd/seed-$s/hard/final"; done
-$PY "$HERE/full_test_summary.py" "$OUT/test_full" --reference unpruned/R2k
+score unpruned/R2k+2 "$RUNS/ref+2/finetune/final" --mode off
+for s in ${SEEDS//,/ }; do score ltp_hard5_kd/seed-$s "$RUNS/kd_h5/kd/seed-$s/hard/final"; done
+$PY "$HERE/full_test_summary.py" "$OUT" --reference unpruned/R2k
