@@ -1,8 +1,8 @@
 """Why pruned mean-pooled embeddings drift (docs/RESULTS.md, "Embedding models"): forward passes
 only, on IMDb validation reviews (max length 256), MiniLM. Run under the CPU lock:
 
-    flock /work/cpu.lock env PYTHONPATH=src python scripts/embedding_diagnostics.py selection
-    ... shapes | ranking | mapped        (--texts 128; results/embedding/diagnostics_<name>.json)
+    flock /tmp/cpu.lock env PYTHONPATH=src python scripts/embedding_diagnostics.py selection
+    ... shapes | ranking | mapped | alternatives | pooledmap   (--texts 128; results/embedding/diagnostics_<name>.json)
 
 * ``selection``: the error of a pruned embedding split in two. ``oracle_select`` averages the
   *unpruned* model's last-layer states over the tokens the pruned model kept (no drift, only the
@@ -26,6 +26,10 @@ only, on IMDb validation reviews (max length 256), MiniLM. Run under the CPU loc
   cosines, temperature 0.05), for the pruned and for the unpruned states.
 * ``weighted``: the same weighting on a (trained) pruned folder (``--model``, ``--theta``),
   LTP's thresholds after layer 0.
+* ``pooledmap``: the removed tokens' share of the mean predicted instead of dropped: ridge maps,
+  fitted label-free on ``--train-texts`` training reviews, from a text's pooled survivors and
+  pooled restored states to the unpruned mean of its removed tokens (``B``: restored mean only;
+  ``B2``: both), or to the whole unpruned mean (``C``: both; ``D``: both and the kept share).
 """
 
 import argparse
@@ -351,19 +355,74 @@ def weighted(texts, model_dir, theta):
     return [row]
 
 
+def _pooled_parts(hf, tok, texts, theta):
+    """Per text: survivors' mean, removed tokens' restored mean, kept share, unpruned mean, the
+    unpruned mean over the removed tokens; and the relative FLOPs (one step after layer 0)."""
+    rows, macs, base = [], 0.0, 0.0
+    for b in batches(tok, texts):
+        am = b["attention_mask"].bool()
+        set_mode(hf, "off")
+        ref = hf(**b).last_hidden_state
+        set_mode(hf, "hard")
+        set_thresholds(hf, [theta] + [0.0] * (LAYERS - 1))
+        out = hf(**b)
+        rec, h = out.ltp, out.last_hidden_state
+        kept = rec.kept_mask & am
+        rem = am & ~kept
+        k, r, n = (m.sum(1, keepdim=True).float().clamp_min(1) for m in (kept, rem, am))
+        rows.append(((h * kept[..., None]).sum(1) / k, (h * rem[..., None]).sum(1) / r, kept.sum(1, keepdim=True) / n,
+                     (ref * am[..., None]).sum(1) / n, (ref * rem[..., None]).sum(1) / r))
+        macs, base = macs + float(rec.macs().sum()), base + float(rec.baseline_macs().sum())
+    return [torch.cat(v).double() for v in zip(*rows)], macs / base
+
+
+def _ridge(x, y, lam):
+    x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    a = x1.T @ x1 + lam * torch.eye(x1.shape[1], dtype=x.dtype)
+    a[-1, -1] -= lam  # no ridge on the bias
+    w = torch.linalg.solve(a, x1.T @ y)
+    return lambda z: torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], 1) @ w
+
+
+def pooledmap(texts, train_texts, theta):
+    st, hf = pruned_model()
+    (S, R, Fk, Y, YR), train_flops = _pooled_parts(hf, st.tokenizer, load_texts("imdb", split="train", limit=train_texts), theta)
+    (s, r, f, y, yr), flops = _pooled_parts(hf, st.tokenizer, texts, theta)
+
+    def cos(a):
+        return float((F.normalize(a, dim=-1) * F.normalize(y, dim=-1)).sum(-1).mean())
+
+    row = {"theta": theta, "train_texts": train_texts, "relative_flops": flops, "train_relative_flops": train_flops,
+           "survivors": cos(s), "restored": cos(f * s + (1 - f) * r),
+           "oracle_removed_mean": cos(f * s + (1 - f) * yr)}
+    for lam in (0.1, 1.0, 10.0, 100.0):
+        row[f"B_lam{lam:g}"] = cos(f * s + (1 - f) * _ridge(R, YR, lam)(r))
+        row[f"B2_lam{lam:g}"] = cos(f * s + (1 - f) * _ridge(torch.cat([S, R], 1), YR, lam)(torch.cat([s, r], 1)))
+        row[f"C_lam{lam:g}"] = cos(_ridge(torch.cat([S, R], 1), Y, lam)(torch.cat([s, r], 1)))
+        row[f"D_lam{lam:g}"] = cos(_ridge(torch.cat([S, R, Fk * S, Fk * R, Fk], 1), Y, lam)(torch.cat([s, r, f * s, f * r, f], 1)))
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["selection", "shapes", "ranking", "mapped", "alternatives", "weighted"])
+    p.add_argument("what", choices=["selection", "shapes", "ranking", "mapped", "alternatives", "weighted", "pooledmap"])
     p.add_argument("--model", default=str(MODEL), help="weighted: the (pruned) folder to score")
     p.add_argument("--theta", type=float, default=0.0075, help="weighted: the layer-0 threshold")
     p.add_argument("--tag", default="", help="the result file is diagnostics_<what><tag>.json")
     p.add_argument("--texts", type=int, default=128)
+    p.add_argument("--train-texts", type=int, default=2000, help="pooledmap: training reviews the maps are fitted on")
     p.add_argument("--output", default="results/embedding")
     a = p.parse_args()
     torch.set_num_threads(2)
     texts = load_texts("imdb", split="validation", limit=a.texts)
     with torch.no_grad():
-        rows = weighted(texts, a.model, a.theta) if a.what == "weighted" else globals()[a.what](texts)
+        if a.what == "weighted":
+            rows = weighted(texts, a.model, a.theta)
+        elif a.what == "pooledmap":
+            rows = pooledmap(texts, a.train_texts, a.theta)
+        else:
+            rows = globals()[a.what](texts)
     Path(a.output).mkdir(parents=True, exist_ok=True)
     (Path(a.output) / f"diagnostics_{a.what}{a.tag}.json").write_text(json.dumps({"texts": a.texts, "rows": rows}, indent=1))
     return 0
