@@ -408,7 +408,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["selection", "shapes", "ranking", "mapped", "alternatives", "weighted", "pooledmap"])
     p.add_argument("--model", default=str(MODEL), help="weighted: the (pruned) folder to score")
-    p.add_argument("--theta", type=float, default=0.0075, help="weighted: the layer-0 threshold")
+    p.add_argument("--theta", type=float, default=0.0075, help="weighted, pooledmap: the layer-0 threshold")
     p.add_argument("--tag", default="", help="the result file is diagnostics_<what><tag>.json")
     p.add_argument("--texts", type=int, default=128)
     p.add_argument("--train-texts", type=int, default=2000, help="pooledmap: training reviews the maps are fitted on")
