@@ -194,6 +194,15 @@ def ranking(texts):
     return rows
 
 
+def _ridge(x, y, lam):
+    """The ridge regression y ~ x (bias not penalised), as a map applied in the input's dtype."""
+    x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    a = x1.T @ x1 + lam * torch.eye(x1.shape[1], dtype=x.dtype)
+    a[-1, -1] -= lam
+    w = torch.linalg.solve(a, x1.T @ y)
+    return lambda z: torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], 1) @ w.to(z.dtype)
+
+
 def mapped(texts):
     st, hf = pruned_model()
     tok = st.tokenizer
@@ -209,12 +218,9 @@ def mapped(texts):
     maps, rows = [], []
     for layer in range(LAYERS):
         x = torch.cat(xs[layer])
-        x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-        a = x1.T @ x1 + torch.eye(x1.shape[1], dtype=x.dtype)
-        a[-1, -1] -= 1.0  # no ridge on the bias
-        w = torch.linalg.solve(a, x1.T @ y)
-        r2 = 1 - ((x1 @ w - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
-        maps.append(w.float())
+        fit = _ridge(x, y, 1.0)
+        r2 = 1 - ((fit(x) - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+        maps.append(fit)
         rows.append({"layer": layer, "token_r2": float(r2)})
     eb = batches(tok, texts)
     ref = [hf(**b).last_hidden_state for b in eb]
@@ -232,7 +238,7 @@ def mapped(texts):
             for layer in range(LAYERS):
                 sel = (rec.pruned_at == layer) & am
                 if sel.any():
-                    m[sel] = torch.cat([h[sel], torch.ones(int(sel.sum()), 1)], 1) @ maps[layer]
+                    m[sel] = maps[layer](h[sel])
             e_ref = meanpool(r, am)
             acc["survivors"].append((meanpool(h, rec.kept_mask & am) * e_ref).sum(-1))
             acc["restored"].append((meanpool(h, am) * e_ref).sum(-1))
@@ -376,12 +382,6 @@ def _pooled_parts(hf, tok, texts, theta):
     return [torch.cat(v).double() for v in zip(*rows)], macs / base
 
 
-def _ridge(x, y, lam):
-    x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-    a = x1.T @ x1 + lam * torch.eye(x1.shape[1], dtype=x.dtype)
-    a[-1, -1] -= lam  # no ridge on the bias
-    w = torch.linalg.solve(a, x1.T @ y)
-    return lambda z: torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], 1) @ w
 
 
 def pooledmap(texts, train_texts, theta):
