@@ -91,3 +91,19 @@ def write_reviews_csv(path, rows: int = 80, seed: int = 0):
         lines.append(f"{' '.join(words)},{label}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def cli_error(capsys, argv, *needles) -> str:
+    """Run the CLI in-process; it must exit 2 with exactly one ``ltprune: error:`` line, last."""
+    from ltprune.cli import main as cli_main
+
+    code = cli_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ltprune: error:")]
+    assert code == 2, err[-2000:]
+    assert len(errors) == 1 and lines[-1] == errors[0], err[-2000:]
+    assert "Traceback" not in err
+    for needle in needles:
+        assert str(needle) in errors[0], errors[0]
+    return errors[0]

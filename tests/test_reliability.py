@@ -33,7 +33,7 @@ from ltprune.data import load_task, tokenize_task
 from ltprune.inference import predict
 from ltprune.training import DONE, StageArgs, complete_checkpoints, load_tokenizer
 
-from conftest import offline_model_dir, random_batch, tiny_model
+from conftest import cli_error, offline_model_dir, random_batch, tiny_model
 from reference import head_logits, masked_reference
 from test_families import FAMILIES as OTHER_FAMILIES
 from test_families import masked_reference as family_reference
@@ -95,20 +95,6 @@ def _write(path: Path, lines) -> Path:
     return path
 
 
-def _cli_error(capsys, argv, *needles) -> str:
-    """Run the CLI in-process; it must exit 2 with exactly one ``ltprune: error:`` line, last."""
-    code = cli_main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ltprune: error:")]
-    assert code == 2, err[-2000:]
-    assert len(errors) == 1 and lines[-1] == errors[0], err[-2000:]
-    assert "Traceback" not in err
-    for needle in needles:
-        assert str(needle) in errors[0], errors[0]
-    return errors[0]
-
-
 def _cli_subprocess(*argv, timeout=300):
     return subprocess.run([sys.executable, "-m", "ltprune.cli", *map(str, argv)], capture_output=True,
                           text=True, env=ENV, cwd=ROOT, timeout=timeout)
@@ -163,11 +149,11 @@ def test_predict_refuses_empty_or_whitespace_text(ckpt_dir, text, capsys):
     tokenizer = load_tokenizer(str(ckpt_dir))
     with pytest.raises(ltprune.LTPError, match="text 1 is empty or only whitespace"):
         predict(model, tokenizer, ["a fine film", text])
-    _cli_error(capsys, ["predict", "--model", ckpt_dir, "--threads", "1", text],
+    cli_error(capsys, ["predict", "--model", ckpt_dir, "--threads", "1", text],
                "text 0 is empty or only whitespace")
     with pytest.raises(ltprune.LTPError, match="no texts to predict"):
         predict(model, tokenizer, [])
-    _cli_error(capsys, ["predict", "--model", ckpt_dir, "--threads", "1"], "no texts to predict")
+    cli_error(capsys, ["predict", "--model", ckpt_dir, "--threads", "1"], "no texts to predict")
 
 
 def test_predict_cli_empty_text_real_process(ckpt_dir):
@@ -225,7 +211,7 @@ def test_text_longer_than_the_model_is_truncated_with_one_warning(ckpt_dir, tmp_
         predict(model, tokenizer, ["a film"], max_length=100)
     with pytest.raises(ltprune.ConfigError, match=f"max_length=100 exceeds the model's maximum of {POSITIONS}"):
         tokenize_task(dsd, capped, info, max_length=100)
-    _cli_error(capsys, _train_argv(ckpt_dir, path, tmp_path / "o", "--max-length", "100"), "max_length=100")
+    cli_error(capsys, _train_argv(ckpt_dir, path, tmp_path / "o", "--max-length", "100"), "max_length=100")
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,9 +224,9 @@ def test_non_utf8_data_file(data_dir, ckpt_dir, tmp_path, capsys):
     path.write_bytes(("\n".join(["text,label", *_rows(20)]) + "\n").encode() + "café noir,1\n".encode("latin-1"))
     with pytest.raises(ltprune.DataError, match=r"not valid UTF-8: byte 0xe9 .*line 22"):
         load_task(str(path))
-    _cli_error(capsys, _train_argv(ckpt_dir, path, tmp_path / "o"), "latin1.csv", "not valid UTF-8", "line 22")
+    cli_error(capsys, _train_argv(ckpt_dir, path, tmp_path / "o"), "latin1.csv", "not valid UTF-8", "line 22")
     # predict --file reads UTF-8 too
-    _cli_error(capsys, ["predict", "--model", ckpt_dir, "--file", path, "--threads", "1"], "cannot read")
+    cli_error(capsys, ["predict", "--model", ckpt_dir, "--file", path, "--threads", "1"], "cannot read")
 
 
 def test_missing_or_misnamed_columns(data_dir, ckpt_dir, tmp_path, capsys):
@@ -250,8 +236,8 @@ def test_missing_or_misnamed_columns(data_dir, ckpt_dir, tmp_path, capsys):
     with pytest.raises(ltprune.DataError, match="column 'rating' .*label_column.* available columns: review, stars"):
         load_task(str(path), text_column="review", label_column="rating")
     assert load_task(str(path), text_column="review", label_column="stars")[1].num_labels == 2
-    _cli_error(capsys, _train_argv(ckpt_dir, path, tmp_path / "o"), "--text-column", "review, stars")
-    _cli_error(capsys, _train_argv(ckpt_dir, data_dir / "ok.csv", tmp_path / "o", "--label-column", "stars"),
+    cli_error(capsys, _train_argv(ckpt_dir, path, tmp_path / "o"), "--text-column", "review, stars")
+    cli_error(capsys, _train_argv(ckpt_dir, data_dir / "ok.csv", tmp_path / "o", "--label-column", "stars"),
                "'stars'", "text, label")
 
 
@@ -261,7 +247,7 @@ def test_labels_outside_the_label_set(ckpt_dir, tmp_path, capsys):
     _write(folder / "validation.csv", ["text,label", *_rows(10, label=lambda i: i % 3)])
     with pytest.raises(ltprune.DataError, match=r"validation.csv: labels '2' do not occur in the training data"):
         load_task(str(folder))
-    _cli_error(capsys, _train_argv(ckpt_dir, folder, tmp_path / "o"), "labels '2' do not occur")
+    cli_error(capsys, _train_argv(ckpt_dir, folder, tmp_path / "o"), "labels '2' do not occur")
     # a known task's fixed label set (SST-2: 0/1)
     glue = tmp_path / "sst2"
     _write(glue / "train.tsv", ["sentence\tlabel", "a fine film\t1", "a dull film\t7"])
@@ -279,13 +265,13 @@ def test_model_path_that_does_not_exist(data_dir, tmp_path, capsys):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ltprune.CheckpointError, match="no-such-model: no such checkpoint folder"):
         ltprune.from_pretrained(missing)
-    _cli_error(capsys, _train_argv(missing, data_dir / "ok.csv", tmp_path / "o"), "no-such-model: no such model folder")
-    _cli_error(capsys, ["predict", "--model", missing, "hello"], "no-such-model: no such checkpoint folder")
-    _cli_error(capsys, ["eval", "--model", missing, "--task", data_dir / "ok.csv", "--output-dir", tmp_path / "e"],
+    cli_error(capsys, _train_argv(missing, data_dir / "ok.csv", tmp_path / "o"), "no-such-model: no such model folder")
+    cli_error(capsys, ["predict", "--model", missing, "hello"], "no-such-model: no such checkpoint folder")
+    cli_error(capsys, ["eval", "--model", missing, "--task", data_dir / "ok.csv", "--output-dir", tmp_path / "e"],
                "no-such-model: no such checkpoint folder")
     # a folder that exists but holds no model
     (tmp_path / "empty").mkdir()
-    _cli_error(capsys, _train_argv(tmp_path / "empty", data_dir / "ok.csv", tmp_path / "o"),
+    cli_error(capsys, _train_argv(tmp_path / "empty", data_dir / "ok.csv", tmp_path / "o"),
                "empty: not a model folder (no config.json)")
     with pytest.raises(ltprune.CheckpointError, match="not a checkpoint folder"):
         ltprune.from_pretrained(tmp_path / "empty")
@@ -308,7 +294,7 @@ def test_unsupported_architecture(gpt2_dir, data_dir, tmp_path, capsys):
                        match=r"no adapter for GPT2ForSequenceClassification .*supported: BertModel"):
         ltprune.patch(model)
     assert not ltprune.is_patched(model)
-    _cli_error(capsys, _train_argv(gpt2_dir, data_dir / "ok.csv", tmp_path / "o"),
+    cli_error(capsys, _train_argv(gpt2_dir, data_dir / "ok.csv", tmp_path / "o"),
                "no adapter for GPT2ForSequenceClassification", "supported:")
     # a plain (unpatched) checkpoint is not an ltprune checkpoint
     with pytest.raises(ltprune.CheckpointError, match="no LTP config"):
@@ -331,7 +317,7 @@ def test_checkpoint_with_bad_thresholds(ckpt_dir, tmp_path, case, value, message
     with pytest.raises(ltprune.CheckpointError, match=re.escape(message)) as info:
         ltprune.from_pretrained(bad)
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
-    _cli_error(capsys, ["predict", "--model", bad, "--threads", "1", "a film"], str(bad), message)
+    cli_error(capsys, ["predict", "--model", bad, "--threads", "1", "a film"], str(bad), message)
 
 
 @pytest.mark.parametrize("how", ["half", "header", "empty"])
@@ -344,7 +330,7 @@ def test_corrupt_or_truncated_safetensors(ckpt_dir, tmp_path, how, capsys):
     with pytest.raises(ltprune.CheckpointError, match="cannot load the weights") as info:
         ltprune.from_pretrained(bad)
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
-    _cli_error(capsys, ["predict", "--model", bad, "--threads", "1", "a film"], str(bad))
+    cli_error(capsys, ["predict", "--model", bad, "--threads", "1", "a film"], str(bad))
 
 
 def test_weights_only_through_safetensors(ckpt_dir, tmp_path):
@@ -412,7 +398,7 @@ def test_nonsense_stage_args(kwargs, message):
 ])
 def test_nonsense_hyperparameters_on_the_command_line(tiny_dir, data_dir, tmp_path, flag, value, message, capsys):
     out = tmp_path / "o"
-    _cli_error(capsys, _train_argv(tiny_dir, data_dir / "ok.csv", out, f"{flag}={value}"), message)
+    cli_error(capsys, _train_argv(tiny_dir, data_dir / "ok.csv", out, f"{flag}={value}"), message)
     assert not out.exists()  # refused before anything was written
 
 
@@ -420,8 +406,8 @@ def test_nonsense_batch_size_for_predict_and_eval(ckpt_dir, data_dir, tmp_path, 
     model = ltprune.from_pretrained(ckpt_dir)
     with pytest.raises(ltprune.ConfigError, match="batch_size must be an integer >= 1"):
         predict(model, load_tokenizer(str(ckpt_dir)), ["a film"], batch_size=0)
-    _cli_error(capsys, ["predict", "--model", ckpt_dir, "--batch-size", "0", "a film"], "batch_size")
-    _cli_error(capsys, ["eval", "--model", ckpt_dir, "--task", data_dir / "ok.csv", "--output-dir",
+    cli_error(capsys, ["predict", "--model", ckpt_dir, "--batch-size", "0", "a film"], "batch_size")
+    cli_error(capsys, ["eval", "--model", ckpt_dir, "--task", data_dir / "ok.csv", "--output-dir",
                         tmp_path / "e", "--batch-size", "0"], "--batch-size must be >= 1")
 
 

@@ -23,7 +23,7 @@ import ltprune
 from ltprune.cli import main as cli_main
 from ltprune.data import load_task
 
-from conftest import save_tiny_classifier, write_reviews_csv
+from conftest import cli_error, save_tiny_classifier, write_reviews_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -38,20 +38,6 @@ def _labels_file(path: Path, labels, kind: str = "csv") -> Path:
         path.write_text("".join(json.dumps({"text": f"review {i}", "label": label}) + "\n"
                                 for i, label in enumerate(labels)))
     return path
-
-
-def _cli_error(capsys, argv, *needles) -> str:
-    """Run the CLI in-process; it must exit 2 with exactly one ``ltprune: error:`` line, last."""
-    code = cli_main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ltprune: error:")]
-    assert code == 2, err[-2000:]
-    assert len(errors) == 1 and lines[-1] == errors[0], err[-2000:]
-    assert "Traceback" not in err
-    for needle in needles:
-        assert str(needle) in errors[0], errors[0]
-    return errors[0]
 
 
 def _cli_subprocess(*argv, timeout=300, env=None):
@@ -109,7 +95,7 @@ def test_missing_or_unusable_labels_are_errors_naming_the_line(tiny_dir, tmp_pat
     with pytest.raises(ltprune.DataError, match=rf"d\.{kind}, line {line}: {message}") as info:
         load_task(str(path))
     assert "\n" not in str(info.value)
-    _cli_error(capsys, _train(tiny_dir, path, tmp_path / "run"), f"line {line}: {message}")
+    cli_error(capsys, _train(tiny_dir, path, tmp_path / "run"), f"line {line}: {message}")
 
 
 def test_several_missing_labels_are_listed_with_their_lines(tmp_path):
@@ -165,7 +151,7 @@ def test_one_class_data_fails_before_training(tiny_dir, tmp_path, capsys):
     with pytest.raises(ltprune.DataError, match="every label in column 'label' is 'pos': a classifier needs at least two"):
         load_task(str(path))
     out = tmp_path / "run"
-    _cli_error(capsys, _train(tiny_dir, path, out), "at least two classes")
+    cli_error(capsys, _train(tiny_dir, path, out), "at least two classes")
     assert not list(out.rglob("checkpoint-*"))  # nothing trained
 
 
@@ -205,7 +191,7 @@ def test_resume_refuses_a_different_run(finished_run, capsys, caplog):
     out, argv = finished_run
     before = _snapshot(out)
     other = _set(_set(argv, "--task", "rotten_tomatoes"), "--max-steps", 4)
-    message = _cli_error(capsys, [*other, "--lambda", "5", "--resume"], f"{out} holds a different run",
+    message = cli_error(capsys, [*other, "--lambda", "5", "--resume"], f"{out} holds a different run",
                          "task ", "-> 'rotten_tomatoes'", "ltp.lambda_ 0.1 -> 5.0", "max_steps 2 -> 4",
                          "--overwrite")
     assert "reviews.csv" in message
@@ -227,7 +213,7 @@ def test_resume_refuses_changed_data(finished_run, tmp_path, capsys):
     record["task"] = str(edited.resolve())  # the same path, other contents
     (copy / "ltprune_run.json").write_text(json.dumps(record))
     changed = _set(_set([*argv, "--resume"], "--task", edited), "--output-dir", copy)
-    _cli_error(capsys, changed, "holds a different run", "data_fingerprint")
+    cli_error(capsys, changed, "holds a different run", "data_fingerprint")
 
 
 def test_rerun_without_resume_or_overwrite_is_refused(finished_run, tmp_path, capsys):
@@ -236,9 +222,9 @@ def test_rerun_without_resume_or_overwrite_is_refused(finished_run, tmp_path, ca
     shutil.copytree(out, copy)
     argv = _set(argv, "--output-dir", copy)
     before = _snapshot(copy)
-    _cli_error(capsys, argv, f"{copy} already holds a training run", "soft/checkpoint-", "--resume", "--overwrite")
+    cli_error(capsys, argv, f"{copy} already holds a training run", "soft/checkpoint-", "--resume", "--overwrite")
     assert _snapshot(copy) == before
-    _cli_error(capsys, [*argv, "--resume", "--overwrite"], "contradict")
+    cli_error(capsys, [*argv, "--resume", "--overwrite"], "contradict")
     # --overwrite: the earlier run's stages go, a new run takes their place
     (copy / "notes.txt").write_text("mine")
     assert cli_main([*_set(argv, "--stages", "soft"), "--overwrite"]) == 0
@@ -256,7 +242,7 @@ def test_a_lock_stops_two_runs_in_one_folder(tiny_dir, reviews, tmp_path, capsys
                               stdout=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        _cli_error(capsys, _train(tiny_dir, reviews, out), f"another ltprune run (pid {holder.pid})",
+        cli_error(capsys, _train(tiny_dir, reviews, out), f"another ltprune run (pid {holder.pid})",
                    "another --output-dir")
         assert not (out / "soft").exists()
     finally:
@@ -371,7 +357,7 @@ def test_an_unusable_output_dir_fails_at_once(command, tiny_dir, reviews, tmp_pa
     afile.write_text("x")
     for out, needle in ((afile, "exists and is not a folder"), (afile / "sub", "is a file, not a folder"),
                         (Path("/proc/ltprune-out"), "cannot write there")):
-        _cli_error(capsys, _commands(tiny_dir, reviews, out)[command], f"--output-dir {out}", needle)
+        cli_error(capsys, _commands(tiny_dir, reviews, out)[command], f"--output-dir {out}", needle)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -380,7 +366,7 @@ def test_a_read_only_output_dir_fails_at_once(tiny_dir, reviews, tmp_path, no_he
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        _cli_error(capsys, _commands(tiny_dir, reviews, folder / "out")["train"], "cannot write there")
+        cli_error(capsys, _commands(tiny_dir, reviews, folder / "out")["train"], "cannot write there")
     finally:
         folder.chmod(0o755)
 
@@ -436,7 +422,7 @@ def test_train_on_a_broken_base_model_folder(damage, message, tiny_dir, reviews,
     else:
         config.write_text("{not json")
     monkeypatch.setattr(ltprune.data, "load_task", lambda *a, **k: pytest.fail("data loaded first"))
-    _cli_error(capsys, _train(folder, reviews, tmp_path / "run"), str(folder), message)
+    cli_error(capsys, _train(folder, reviews, tmp_path / "run"), str(folder), message)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -467,7 +453,7 @@ def test_numeric_flags_are_checked_first(argv, message, tiny_dir, reviews, tmp_p
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ltprune.bench, "run_bench", lambda *a, **k: pytest.fail("bench ran"))
         mp.setattr("ltprune.demo.run_demo", lambda *a, **k: pytest.fail("demo ran"))
-        _cli_error(capsys, argv, message)
+        cli_error(capsys, argv, message)
 
 
 def test_set_threads_refuses_zero_and_negatives():
@@ -576,14 +562,14 @@ def test_ltp_config_errors_name_the_checkpoint(ckpt_dir, tmp_path, edit, message
     with pytest.raises(ltprune.CheckpointError, match=message) as info:
         ltprune.from_pretrained(bad)
     assert str(bad / "config.json") in str(info.value)
-    _cli_error(capsys, ["predict", "--model", bad, "--threads", "1", "a film"], str(bad / "config.json"), message)
+    cli_error(capsys, ["predict", "--model", bad, "--threads", "1", "a film"], str(bad / "config.json"), message)
 
 
 def test_a_config_file_as_model_gets_a_clear_message(tiny_dir, reviews, tmp_path, capsys):
-    _cli_error(capsys, _train(tiny_dir / "config.json", reviews, tmp_path / "o"), "config.json: is a file",
+    cli_error(capsys, _train(tiny_dir / "config.json", reviews, tmp_path / "o"), "config.json: is a file",
                f"here perhaps {tiny_dir}")
-    _cli_error(capsys, _train("some/config.json", reviews, tmp_path / "o"), "some/config.json: no such model folder")
-    _cli_error(capsys, ["predict", "--model", tiny_dir / "config.json", "a film"], "is a file")
+    cli_error(capsys, _train("some/config.json", reviews, tmp_path / "o"), "some/config.json: no such model folder")
+    cli_error(capsys, ["predict", "--model", tiny_dir / "config.json", "a film"], "is a file")
 
 
 @pytest.mark.parametrize("stages,message", [
@@ -592,7 +578,7 @@ def test_a_config_file_as_model_gets_a_clear_message(tiny_dir, reviews, tmp_path
     ("soft,bogus", "--stages: unknown value 'bogus'"),
 ])
 def test_stages_must_run_in_order(stages, message, tiny_dir, reviews, tmp_path, no_heavy_work, capsys):
-    _cli_error(capsys, _set(_train(tiny_dir, reviews, tmp_path / "o"), "--stages", stages), message)
+    cli_error(capsys, _set(_train(tiny_dir, reviews, tmp_path / "o"), "--stages", stages), message)
 
 
 def test_the_library_refuses_stages_out_of_order(tiny_dir, reviews, tmp_path):
