@@ -107,3 +107,22 @@ def cli_error(capsys, argv, *needles) -> str:
     for needle in needles:
         assert str(needle) in errors[0], errors[0]
     return errors[0]
+
+
+def training_step(model, inputs, mask, mode):
+    """One patched training step (dropout on): soft mode trains the thresholds, hard mode removes
+    tokens and leaves them untouched. Shared by every family's test."""
+    import ltprune
+
+    model.train()
+    ltprune.patch(model, ltprune.LTPConfig(mode=mode, final_threshold=0.01, lambda_=0.5))
+    torch.manual_seed(1)
+    out = model(**inputs, labels=torch.arange(mask.shape[0]) % 3)
+    out.loss.backward()
+    grad = ltprune.get_thresholds(model).grad
+    if mode == "soft":
+        assert out.ltp.reg_loss.item() > 0
+        assert grad is not None and bool(torch.isfinite(grad).all()) and grad.abs().sum() > 0
+    else:
+        assert out.ltp.relative_flops < 1 and grad is None
+    return out

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import ltprune
 
-from conftest import random_batch
+from conftest import random_batch, training_step
 
 LENGTHS = [9, 4, 13, 2, 7]
 
@@ -346,15 +346,5 @@ def test_supported_classes_list_every_family():
 def test_training_step(name, mode):
     """Training runs through the adapter (dropout on): soft trains the thresholds, hard removes."""
     family = FAMILIES[name]
-    model = family.model().train()
-    ltprune.patch(model, ltprune.LTPConfig(mode=mode, final_threshold=0.01, lambda_=0.5))
     inputs, mask = _inputs(family)
-    torch.manual_seed(1)
-    out = model(**inputs, labels=torch.arange(mask.shape[0]) % 3)
-    out.loss.backward()
-    grad = ltprune.get_thresholds(model).grad
-    if mode == "soft":
-        assert out.ltp.reg_loss.item() > 0
-        assert grad is not None and bool(torch.isfinite(grad).all()) and grad.abs().sum() > 0
-    else:
-        assert out.ltp.relative_flops < 1 and grad is None
+    training_step(family.model(), inputs, mask, mode)

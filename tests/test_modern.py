@@ -26,7 +26,7 @@ from ltprune.baselines import length_config_flops
 from ltprune.evaluation import Predictions, flops_summary, predict_dataset
 from ltprune.patch import get_dims
 
-from conftest import random_batch
+from conftest import random_batch, training_step
 
 MIN = torch.finfo(torch.float32).min
 LENGTHS = [22, 9, 17, 4, 24, 13]  # longer than ModernBERT's window (9 keys), beyond DeBERTa's 4 exact buckets
@@ -229,18 +229,9 @@ def test_batch_invariance(lengths, final, layout, name, who):
 @pytest.mark.parametrize("mode", ["soft", "hard"])
 def test_training_step(name, mode):
     """Training runs (dropout on): soft trains the thresholds, hard removes tokens."""
-    model = _model(FAMILIES[name]).train()
-    ltprune.patch(model, ltprune.LTPConfig(mode=mode, final_threshold=0.01, lambda_=0.5))
+    model = _model(FAMILIES[name])
     inputs, mask = _batch(LENGTHS)
-    torch.manual_seed(1)
-    out = model(**inputs, labels=torch.arange(mask.shape[0]) % 3)
-    out.loss.backward()
-    grad = ltprune.get_thresholds(model).grad
-    if mode == "soft":
-        assert out.ltp.reg_loss.item() > 0
-        assert grad is not None and bool(torch.isfinite(grad).all()) and grad.abs().sum() > 0
-    else:
-        assert out.ltp.relative_flops < 1 and grad is None
+    training_step(model, inputs, mask, mode)
     weights = [p.grad for n, p in model.named_parameters() if "ltp_thresholds" not in n and p.requires_grad]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in weights[:4])
 
