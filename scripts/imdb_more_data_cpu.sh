@@ -12,11 +12,11 @@
 # 256 tokens, 400 dev reviews for selection. Rerunnable: finished steps are reused. About 90
 # minutes on an AMD EPYC's 2 cores.
 #
-# The same steps answer "is it the truncation?": TRAIN=1000 MAXLEN=512 keeps R's 1,000 reviews and
+# The same steps answer "is it the truncation?": TRAIN=1000 MAXLEN=512 REF=R512 keeps R's 1,000 reviews and
 # gives every step (R's 2 more epochs included) inputs of up to 512 tokens (the paper's length;
 # 13% of reviews are cut at 512, 42% at 256).
 #
-#   scripts/imdb_more_data_cpu.sh [OUT]   env: PY, CONV (runs/imdb_conv), TRAIN (2000), SEEDS (0,1,2), MAXLEN (256)
+#   scripts/imdb_more_data_cpu.sh [OUT]   env: PY, CONV (runs/imdb_conv), TRAIN (2000), SEEDS (0,1,2), MAXLEN (256), REF (R2k)
 set -euo pipefail
 OUT=${1:-runs/imdb_2k}
 HERE=$(dirname "$0")
@@ -34,8 +34,9 @@ EPOCHS=2 bash "$HERE/unpruned_reference.sh" "$R2" "$OUT/ref+2"
 [ "$SEEDS" = "$first" ] || kd "${SEEDS#*,}"
 EVAL=(--task imdb --max-length "$MAXLEN" --split test --threads 2)
 RUNS=$OUT OUT=$OUT/test_full
+REF=${REF:-R2k}  # the reference's name in the tables (R512 for the 512-token run)
 source "$HERE/score_test.sh"  # score NAME MODEL [eval options], into $OUT/NAME
-score unpruned/R2k "$R2" --mode off
-score unpruned/R2k+2 "$RUNS/ref+2/finetune/final" --mode off
+score "unpruned/$REF" "$R2" --mode off
+score "unpruned/$REF+2" "$RUNS/ref+2/finetune/final" --mode off
 for s in ${SEEDS//,/ }; do score ltp_hard5_kd/seed-$s "$RUNS/kd_h5/kd/seed-$s/hard/final"; done
-$PY "$HERE/full_test_summary.py" "$OUT" --reference unpruned/R2k
+$PY "$HERE/full_test_summary.py" "$OUT" --reference "unpruned/$REF" | tee "$OUT/full_test_summary.md"
