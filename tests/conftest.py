@@ -110,8 +110,8 @@ def cli_error(capsys, argv, *needles) -> str:
 
 
 def training_step(model, inputs, mask, mode):
-    """One patched training step (dropout on): soft mode trains the thresholds, hard mode removes
-    tokens and leaves them untouched. Shared by every family's test."""
+    """One patched training step (dropout on): soft mode trains the thresholds; hard mode removes
+    tokens and gives the thresholds no gradient. Shared by every family's test."""
     import ltprune
 
     model.train()
