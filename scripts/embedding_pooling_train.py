@@ -62,23 +62,20 @@ def arm_variant(arm):
     return "merge" if arm == "merge" else "drop"
 
 
-def teacher(model, eval_batches):
-    with torch.no_grad():
-        return [meanpool(model(**b).last_hidden_state, b["attention_mask"].bool()) for b in eval_batches]
+def stock():
+    return transformers.AutoModel.from_pretrained(MODEL, attn_implementation="eager").eval()
 
 
-def run_arm(arm, a, tok, train, eval_batches):
+def run_arm(arm, a, tok, train, eval_batches, ref_model, refs):
+    """Train one arm from the stock weights; ``ref_model`` (frozen, unpruned) gives the targets."""
     torch.manual_seed(a.seed)
-    model = transformers.AutoModel.from_pretrained(MODEL, attn_implementation="eager")
-    model.eval()
-    refs = teacher(model, eval_batches)
+    model = stock()
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(a.seed)).tolist()
     steps_per_epoch = len(train) // a.batch
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     sched = transformers.get_linear_schedule_with_warmup(opt, int(a.warmup * a.steps), a.steps)
     history = [{"step": 0, **evaluate(model, arm, eval_batches, refs, a.theta)}]
     print(arm, json.dumps(history[-1]), flush=True)
-    model.train()
     start = time.time()
     for step in range(1, a.steps + 1):
         i = (step - 1) % steps_per_epoch
@@ -88,9 +85,9 @@ def run_arm(arm, a, tok, train, eval_batches):
                 padding=True, return_tensors="pt")
         am = b["attention_mask"].bool()
         with torch.no_grad():
-            target = meanpool(model_ref()(**b).last_hidden_state, am)
+            target = meanpool(ref_model(**b).last_hidden_state, am)
         x, alive, size, _, _, info = _layer0_run(model, b["input_ids"], am, arm_variant(arm), theta=a.theta)
-        e = pooled(arm, x, alive, size, info)["merge" if arm == "merge" else arm]
+        e = pooled(arm, x, alive, size, info)[arm]
         loss = (1 - (e * target).sum(-1)).mean()
         loss.backward()
         opt.step()
@@ -101,16 +98,6 @@ def run_arm(arm, a, tok, train, eval_batches):
                             **evaluate(model, arm, eval_batches, refs, a.theta)})
             print(arm, json.dumps(history[-1]), flush=True)
     return history
-
-
-_REF = {}
-
-
-def model_ref():
-    """The frozen unpruned teacher (the stock model), loaded once."""
-    if "m" not in _REF:
-        _REF["m"] = transformers.AutoModel.from_pretrained(MODEL, attn_implementation="eager").eval()
-    return _REF["m"]
 
 
 def main() -> int:
@@ -131,13 +118,16 @@ def main() -> int:
     tok = transformers.AutoTokenizer.from_pretrained(MODEL)
     train = load_texts("imdb", split="train", limit=a.train_size)
     eval_batches = batches(tok, load_texts("imdb", split="validation", limit=a.eval))
+    ref_model = stock()
+    with torch.no_grad():  # the held-out targets, the same for every arm
+        refs = [meanpool(ref_model(**b).last_hidden_state, b["attention_mask"].bool()) for b in eval_batches]
     out = Path(a.output)
     result = json.loads(out.read_text()) if out.exists() else {"arms": {}}
     result["settings"] = {k: v for k, v in vars(a).items() if k not in ("arms", "output")}
     for arm in a.arms.split(","):
         if arm not in ("drop", "softsim", "merge"):
             raise SystemExit(f"unknown arm {arm!r}: drop, softsim or merge")
-        result["arms"][arm] = run_arm(arm, a, tok, train, eval_batches)
+        result["arms"][arm] = run_arm(arm, a, tok, train, eval_batches, ref_model, refs)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
     return 0

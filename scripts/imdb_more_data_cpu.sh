@@ -25,7 +25,7 @@ SEEDS=${SEEDS:-0,1,2}
 export PY=${PY:-python} TASK=imdb TRAIN=${TRAIN:-2000} TARGET=0.33 DATA_ARGS="--max-length ${MAXLEN:=256} --max-eval-examples 400"
 EPOCHS=2 bash "$HERE/unpruned_reference.sh" "$CONV/ref4/finetune/final" "$OUT/ref"
 R2="$OUT/ref/finetune/final"
-kd() {  # SEEDS: the best 1,000-review recipe, distilled from R2k
+kd() {  # SEEDS: the best 1,000-review recipe, distilled from the reference (step 1)
   SEEDS=$1 ARMS=kd HARD_EPOCHS=5 TRAIN_ARGS="--hard-lr 4e-5 --threshold-lr 1e-4" bash "$HERE/distill_rt.sh" "$R2" "$OUT/kd_h5"
 }
 first=${SEEDS%%,*}
