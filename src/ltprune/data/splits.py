@@ -40,15 +40,20 @@ def _stratified_order(labels: Sequence | None, n: int, seed: int, salt: str) -> 
     return [k[2] for k in keyed]
 
 
-def _split_three(rows: _Rows, seed: int, *, stratify: bool) -> dict[str, _Rows]:
-    n = len(rows)
-    n_eval = n // _EVAL_FRACTION_DENOMINATOR
+def _eval_size(rows: _Rows, cut: str, instead: str) -> int:
+    """Rows per held-out split; too few rows to cut any is the caller's data problem, said plainly."""
+    n_eval = len(rows) // _EVAL_FRACTION_DENOMINATOR
     if n_eval == 0:
         raise DataError(
-            f"{rows.source} has only {n} usable rows: need at least {_EVAL_FRACTION_DENOMINATOR} "
-            f"to cut train/validation/test splits (or provide separate split files)"
+            f"{rows.source} has only {len(rows)} usable rows: need at least {_EVAL_FRACTION_DENOMINATOR} "
+            f"to cut {cut} (or provide {instead})"
         )
-    order = _stratified_order(rows.label if stratify else None, n, seed, "split")
+    return n_eval
+
+
+def _split_three(rows: _Rows, seed: int, *, stratify: bool) -> dict[str, _Rows]:
+    n_eval = _eval_size(rows, "train/validation/test splits", "separate split files")
+    order = _stratified_order(rows.label if stratify else None, len(rows), seed, "split")
     # Splits keep the seeded order rather than the file's: source files are often sorted by
     # label (the movie-review CSV is), and the first rows of a split should be a fair sample.
     return {
@@ -59,14 +64,8 @@ def _split_three(rows: _Rows, seed: int, *, stratify: bool) -> dict[str, _Rows]:
 
 
 def _split_off(rows: _Rows, seed: int, *, stratify: bool) -> tuple[_Rows, _Rows]:
-    n = len(rows)
-    n_eval = n // _EVAL_FRACTION_DENOMINATOR
-    if n_eval == 0:
-        raise DataError(
-            f"{rows.source} has only {n} usable rows: need at least {_EVAL_FRACTION_DENOMINATOR} "
-            f"to cut a validation split (or provide a validation file)"
-        )
-    order = _stratified_order(rows.label if stratify else None, n, seed, "split")
+    n_eval = _eval_size(rows, "a validation split", "a validation file")
+    order = _stratified_order(rows.label if stratify else None, len(rows), seed, "split")
     return rows.take(order[n_eval:]), rows.take(order[:n_eval])
 
 
