@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -258,6 +259,20 @@ def test_bad_input_one_line_errors(tiny_st_dir):
         ltprune.patch(no_pooling, ltprune.LTPConfig())
     with pytest.raises(ltprune.CheckpointError, match="not a sentence-transformers folder"):
         load(tiny_st_dir / "1_Pooling")
+
+
+@pytest.mark.parametrize("file,content,message", [
+    ("modules.json", "[{", "modules.json: unreadable JSON"),
+    ("modules.json", '{"type": "x"}', "modules.json: expected an array in this JSON file, found dict"),
+    ("modules.json", '["sentence_transformers.models.Transformer"]', "modules.json: no Transformer module listed"),
+    ("config.json", "[]", "config.json: expected an object in this JSON file, found list"),
+])
+def test_load_a_corrupt_folder_one_line(file, content, message, tiny_st_dir, tmp_path):
+    folder = tmp_path / "st"
+    shutil.copytree(tiny_st_dir, folder)
+    (folder / file).write_text(content)
+    with pytest.raises(ltprune.CheckpointError, match=message):
+        load(folder)
 
 
 def _cli(*args, cwd=None):

@@ -216,6 +216,35 @@ def test_resume_refuses_changed_data(finished_run, tmp_path, capsys):
     cli_error(capsys, changed, "holds a different run", "data_fingerprint")
 
 
+def test_read_json_gives_one_line_errors(tmp_path):
+    from ltprune.errors import CheckpointError, ConfigError, read_json
+
+    path = tmp_path / "x.json"
+    path.write_text("[1]")
+    assert read_json(path, expect=list) == [1] and read_json(path, expect=None) == [1]
+    with pytest.raises(CheckpointError, match=r"x.json: expected an object in this JSON file, found list$"):
+        read_json(path)
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(CheckpointError, match="x.json: unreadable JSON"):
+        read_json(path)
+    with pytest.raises(ConfigError, match=r"missing.json: unreadable JSON \(.*No such file.*\); delete it$"):
+        read_json(tmp_path / "missing.json", error=ConfigError, hint="delete it")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{bad", "ltprune_run.json: unreadable JSON"),
+    ('["soft"]', "ltprune_run.json: expected an object in this JSON file, found list"),
+])
+def test_resume_from_a_corrupt_run_record(content, message, finished_run, tmp_path, capsys):
+    out, argv = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "ltprune_run.json").write_text(content)
+    before = _snapshot(copy)
+    cli_error(capsys, _set([*argv, "--resume"], "--output-dir", copy), message, "--overwrite to start the run afresh")
+    assert _snapshot(copy) == before  # nothing of the finished stages lost
+
+
 def test_rerun_without_resume_or_overwrite_is_refused(finished_run, tmp_path, capsys):
     out, argv = finished_run
     copy = tmp_path / "copy"
@@ -406,6 +435,7 @@ def test_eval_keeps_its_results_when_writing_fails(tiny_dir, reviews, tmp_path, 
     ("pickle-only", "no .safetensors weights (ltprune loads safetensors only, never pickles; found only "
                     "pytorch_model.bin)"),
     ("bad-json", "config.json: unreadable JSON"),
+    ("not-an-object", "config.json: expected an object in this JSON file, found list"),
 ])
 def test_train_on_a_broken_base_model_folder(damage, message, tiny_dir, reviews, tmp_path, monkeypatch, capsys):
     import ltprune.data
@@ -419,6 +449,8 @@ def test_train_on_a_broken_base_model_folder(damage, message, tiny_dir, reviews,
         config.write_text(config.read_text().replace('"model_type": "bert"', '"model_type": "bert-ish"'))
     elif damage == "pickle-only":
         weights.rename(folder / "pytorch_model.bin")
+    elif damage == "not-an-object":
+        config.write_text("[1, 2]")
     else:
         config.write_text("{not json")
     monkeypatch.setattr(ltprune.data, "load_task", lambda *a, **k: pytest.fail("data loaded first"))

@@ -8,7 +8,6 @@ skip a checkpoint that a full disk or a cut copy left half-written.
 
 from __future__ import annotations
 
-import json
 import logging
 import zipfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from safetensors import safe_open
 from torch import nn
 
 from .config import LTPConfig
-from .errors import CheckpointError, ConfigError, UnsupportedModelError
+from .errors import CheckpointError, ConfigError, UnsupportedModelError, read_json
 from .models import supported_classes
 from .names import CONFIG_KEY, THRESHOLDS
 from .patch import _validate_thresholds, get_thresholds, patch, set_thresholds
@@ -38,10 +37,7 @@ def from_pretrained(path, *, mode: str | None = None, **overrides) -> nn.Module:
         raise CheckpointError(f"{path}: no such checkpoint folder")
     if not config_file.is_file():
         raise CheckpointError(f"{path}: not a checkpoint folder (no config.json)")
-    try:
-        raw = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: unreadable JSON ({exc})") from None
+    raw = read_json(config_file)
     if CONFIG_KEY not in raw:
         raise CheckpointError(
             f"{path}: no LTP config in config.json; for a plain transformers checkpoint use "

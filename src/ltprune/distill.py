@@ -15,7 +15,6 @@ real (non-padding) tokens. For regression heads (one output) the logit term is a
 
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ import transformers
 from torch import nn
 
 from .checkpoint import from_pretrained
-from .errors import CheckpointError, ConfigError, LTPError
+from .errors import CheckpointError, ConfigError, LTPError, read_json
 from .names import CONFIG_KEY, QA_SUFFIX
 from .quantization import _record_ranges, baked_state_dict, has_fake_quant_weights, quantize_model
 from .trainer import LTPTrainer
@@ -184,7 +183,7 @@ def load_teacher(path, student: nn.Module | None = None) -> nn.Module:
     mode (exactly the stock model), a plain transformers checkpoint as it is. Eval mode, frozen.
     With ``student``, its head must match the student's."""
     config_file = Path(path) / "config.json"
-    raw = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    raw = read_json(config_file) if config_file.is_file() else {}
     if Path(path).exists() and not raw:
         raise CheckpointError(f"{path}: not a model folder (no config.json)")
     if CONFIG_KEY in raw:

@@ -7,7 +7,6 @@ classification head, an ltprune checkpoint keeps its thresholds.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForSequenceClassif
 from . import checkpoint
 from .checkpoint import _safetensors_ok
 from .config import LTPConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, read_json
 from .names import CONFIG_KEY
 from .patch import patch
 from .patch import reset_thresholds as reset
@@ -90,7 +89,7 @@ def load_saved(name_or_path, ltp: LTPConfig | None = None):
     ``config.json`` is refused. Every task's ``load_model`` starts here."""
     path = Path(str(name_or_path))
     config_file = path / "config.json"
-    if config_file.is_file() and CONFIG_KEY in json.loads(config_file.read_text()):
+    if config_file.is_file() and CONFIG_KEY in read_json(config_file):
         overrides = ltp.to_dict() if ltp is not None else {}
         overrides.pop("mode", None)
         return checkpoint.from_pretrained(path, **overrides)
@@ -124,11 +123,7 @@ def check_model_source(name_or_path) -> None:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: not a model folder (no config.json)")
-    try:
-        raw = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: unreadable JSON ({exc})") from None
-    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    model_type = read_json(config_file).get("model_type")
     if model_type not in CONFIG_MAPPING:
         raise CheckpointError(f"{config_file}: unknown model_type {model_type!r} (this transformers knows e.g. "
                               f"bert, roberta, distilbert, electra, xlm-roberta, vit)")

@@ -30,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .checks import TRAIN_STAGES
-from .errors import ConfigError
+from .errors import ConfigError, read_json
 
 log = logging.getLogger("ltprune")
 
@@ -177,10 +177,7 @@ def read_record(folder) -> dict | None:
     path = Path(folder) / RECORD
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable run record ({exc}); --overwrite to start the run afresh") from None
+    return read_json(path, error=ConfigError, hint="--overwrite to start the run afresh")
 
 
 def _flatten(value, prefix: str = "") -> dict:
@@ -236,7 +233,7 @@ def update_summary(folder, stage: str, result: dict, *, task: str, model: str, s
     dev checkpoint, which ``load_best_model_at_end`` restored, not the last step)."""
     folder = Path(folder)
     path = folder / SUMMARY
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = read_json(path, error=ConfigError, hint="--overwrite to start the run afresh") if path.is_file() else {}
     summary.update({"task": task, "model": model, "stages_requested": list(stages)})
     entry = {"metric_name": result.get("metric_name"), "metric": result.get("metric"),
              "relative_flops": result.get("relative_flops"), "final": str(folder / stage / "final"),

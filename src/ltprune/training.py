@@ -39,7 +39,7 @@ from .config import LTPConfig, StageArgs
 from .data import subsample
 from .device import set_threads
 from .distill import prepare_quantized_training
-from .errors import CheckpointError, ConfigError, LTPError
+from .errors import CheckpointError, ConfigError, LTPError, read_json
 from .loading import check_model_source, load_model, load_tokenizer
 from .names import DONE, KEEP_BEST, STAGE_MODES, STAGES  # noqa: F401 (DONE, STAGES: re-exported)
 from .patch import get_config, get_thresholds, is_patched, set_mode, write_model_card
@@ -88,7 +88,7 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
         log.warning("stage %s already finished in %s: skipping it (loading its weights)", stage, output_dir)
         _load_weights(model, output_dir / "final")
         set_mode(model, STAGE_MODES[stage])
-        return json.loads(done_file.read_text())
+        return read_json(done_file, hint="--overwrite to start the run afresh")
 
     set_mode(model, STAGE_MODES[stage])
     get_thresholds(model).requires_grad_(stage == "soft")

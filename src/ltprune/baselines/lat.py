@@ -18,7 +18,6 @@ Lengths follow LAT (the first layer already prunes); rounding follows the engine
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 from .. import flops as flops_mod
 from .. import training
-from ..errors import ConfigError, LTPError
+from ..errors import ConfigError, LTPError, read_json
 from ..evaluation import evaluate
 from ..patch import configure, configured, get_config, get_dims, get_thresholds
 from ..runs import write_json_atomic
@@ -303,7 +302,7 @@ def search_length_config(model, eval_ds, info, pad_id: int, flops_target: float,
     generation = 0
     resumed_from = None
     if state_path is not None and state_path.is_file():
-        saved = json.loads(state_path.read_text())
+        saved = read_json(state_path, error=ConfigError, hint="delete it to search afresh")
         mismatch = {k: (saved.get("settings", {}).get(k), v) for k, v in settings.items()
                     if saved.get("settings", {}).get(k) != v}
         if mismatch:

@@ -21,7 +21,6 @@ texts by length and the engine packs the alive tokens (LTPConfig.layout, ``packe
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch import nn
 
 from ..checkpoint import _weight_files, set_thresholds_from_files
 from ..config import LTPConfig
-from ..errors import CheckpointError, ConfigError, LTPError
+from ..errors import CheckpointError, ConfigError, LTPError, read_json
 from ..names import CONFIG_KEY
 from ..patch import begin_pass, get_config, is_patched, take_records, write_model_card
 from ..patch import patch as patch_model
@@ -137,12 +136,8 @@ def transformer_folder(path: Path) -> Path:
     modules = path / "modules.json"
     if not modules.is_file():
         raise CheckpointError(f"{path}: not a sentence-transformers folder (no modules.json)")
-    try:
-        entries = json.loads(modules.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{modules}: unreadable JSON ({exc})") from None
-    for entry in entries:
-        if str(entry.get("type", "")).endswith(".Transformer"):
+    for entry in read_json(modules, expect=list):
+        if isinstance(entry, dict) and str(entry.get("type", "")).endswith(".Transformer"):
             return path / entry.get("path", "")
     raise CheckpointError(f"{modules}: no Transformer module listed")
 
@@ -158,12 +153,7 @@ def load(path, *, mode: str | None = None, pooling: str | None = None, device: s
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such model folder")
     folder = transformer_folder(path)
-    raw = {}
-    if (folder / "config.json").is_file():
-        try:
-            raw = json.loads((folder / "config.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{folder / 'config.json'}: unreadable JSON ({exc})") from None
+    raw = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     saved = raw.get(CONFIG_KEY)
     try:  # a stock folder: pruning off unless asked for (mode= or other overrides)
         config = LTPConfig.from_dict(saved) if isinstance(saved, dict) else LTPConfig(mode="off")

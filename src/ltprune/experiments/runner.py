@@ -16,7 +16,6 @@ in a :class:`PointStore` as each one finishes, written atomically.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -25,7 +24,7 @@ from .. import checkpoint, data, runs, training
 from ..baselines import lat
 from ..config import LTPConfig, StageArgs
 from ..data import subsample
-from ..errors import ConfigError, LTPError
+from ..errors import ConfigError, LTPError, read_json
 from ..loading import load_tokenizer
 from ..names import DONE, STAGE_NAMES
 from ..patch import set_mode
@@ -181,10 +180,7 @@ class PointStore:
     def read(self) -> dict:
         if not self.path.is_file():
             return {}
-        try:
-            return json.loads(self.path.read_text())
-        except json.JSONDecodeError as exc:
-            raise LTPError(f"{self.path}: unreadable JSON ({exc})") from None
+        return read_json(self.path, error=LTPError)
 
     def rows(self) -> list[dict]:
         return list(self.read().get(self.rows_key, []))
