@@ -155,6 +155,12 @@ def test_report_cli_pairs_and_fallbacks(run_dir, tmp_path, capsys):
     empty.mkdir()
     page_path = report.build_report(empty)
     assert "No checkpoint found" in page_path.read_text() and "No plots" in page_path.read_text()
+    # unreadable or wrong-typed JSON files in a folder are skipped, never a traceback
+    (empty / "metrics.json").write_text('["task", "metric"]')
+    (empty / "final").mkdir()
+    (empty / "final" / "config.json").write_text("{not json")
+    page_path = report.build_report(empty)
+    assert "No checkpoint found" in page_path.read_text()
 
 
 def test_report_qa_checkpoint(tmp_path, tokenizer):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import json
 import logging
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__, checkpoint, data
-from .errors import ConfigError, LTPError
+from .errors import ConfigError, LTPError, read_json
 from .loading import load_tokenizer
 from .names import CONFIG_KEY, is_qa_class
 from .qa import read_squad_json
@@ -85,9 +84,9 @@ def find_checkpoint(run_dir) -> Path | None:
     finals = []
     for config in run_dir.rglob("final/config.json"):
         try:
-            if CONFIG_KEY not in json.loads(config.read_text()):
+            if CONFIG_KEY not in read_json(config):
                 continue
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except LTPError:  # unreadable: not a checkpoint this page can show
             continue
         folder = config.parent
         finals.append((folder.parent.name != "hard", len(folder.relative_to(run_dir).parts), str(folder), folder))
@@ -132,8 +131,8 @@ def metrics_table(run_dir, limit: int = 40) -> str:
         if any(part.startswith("checkpoint-") for part in path.relative_to(run_dir).parts):
             continue
         try:
-            m = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            m = read_json(path)
+        except LTPError:
             continue
         if "metric" not in m:
             continue
@@ -264,8 +263,8 @@ def _texts_from_folder(run_dir: Path, num: int):
     """The task named by the folder's metrics.json, when it loads (offline names, local paths)."""
     for path in sorted(run_dir.rglob("metrics.json"), key=lambda p: len(p.parts)):
         try:
-            task = json.loads(path.read_text()).get("task")
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            task = read_json(path).get("task")
+        except LTPError:
             continue
         if not task or task == "squad_v2":
             continue
