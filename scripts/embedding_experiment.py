@@ -42,6 +42,8 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=0.0, help="warm-up steps, or a fraction of them when < 1")
     p.add_argument("--save-steps", type=int, help="checkpoint (and score the held-out texts) every N steps "
                                                   "(default: once per epoch)")
+    p.add_argument("--target-flops", type=float, help="relative FLOPs the label-free runs calibrate their "
+                                                      "thresholds to and hold (default: fixed thresholds)")
     p.add_argument("--train-only", action="store_true", help="run the label-free trainings only (no pool scoring)")
     p.add_argument("--reuse-run", action="store_true",
                    help="score a run folder that already holds its final model (resume an unfinished one)")
@@ -86,7 +88,8 @@ def main() -> int:
                             train_thresholds=[float(v) for v in a.train_thresholds.split(",") if v] or [None],
                             learning_rate=a.lr, threshold_lr=a.threshold_lr, token_weight=a.token_weight,
                             train_batch_size=a.train_batch_size, reuse=a.reuse_run, train_only=a.train_only,
-                            tag=a.tag, warmup=a.warmup, save_steps=a.save_steps)
+                            tag=a.tag, warmup=a.warmup, save_steps=a.save_steps,
+                            target_flops=a.target_flops)
     if a.train_only:
         return 0
     print(f"{a.dataset}: {result['documents']} documents, mean {result['mean_tokens']:.0f} tokens")

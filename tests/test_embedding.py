@@ -219,6 +219,59 @@ def test_hard_stage_from_given_thresholds_with_token_term(tiny_st_dir, tmp_path)
                         stage_args=args, token_weight=-1.0)
 
 
+def test_flops_target_penalty_in_the_soft_loss(tiny_st_dir, tmp_path):
+    """With a FLOPs target the label-free soft loss carries lambda_flops * (E[FLOPs] - target)^2,
+    exactly as the classification loss does (test_target.py), and its gradient reaches the thresholds."""
+    import copy as copy_
+    from transformers import TrainingArguments
+
+    from ltprune.embedding.st import parts, pooling_spec
+    from ltprune.embedding.training import EmbeddingDistillTrainer
+    from ltprune.patch import configure, configured
+
+    st = _stock(tiny_st_dir)
+    _, hf, _, _ = parts(st)
+    teacher = copy_.deepcopy(hf)
+    for module in hf.modules():  # no dropout: the passes below see the same network
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    patch_sentence_transformer(st, ltprune.LTPConfig(mode="soft", lambda_=0.0, final_threshold=0.02))
+    trainer = EmbeddingDistillTrainer(model=hf, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                       report_to=[]),
+                                      teacher=teacher, spec=pooling_spec(st))
+    batch = st.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    hf.train()  # the soft stage's masks (in eval() a soft model prunes hard)
+    with configured(hf, mode="soft"):
+        plain = trainer.compute_loss(hf, dict(batch))
+        configure(hf, target_flops=0.3, lambda_flops=7.0)
+        steered = trainer.compute_loss(hf, dict(batch))
+        expected = hf(**batch).ltp.expected_relative_flops.detach()
+    assert 0 < float(expected) < 1
+    assert float(steered - plain) == pytest.approx(7.0 * (float(expected) - 0.3) ** 2, rel=1e-4)
+    steered.backward()
+    assert ltprune.get_thresholds(hf).grad.abs().sum() > 0
+
+
+def test_flops_target_calibrates_and_holds_the_hard_stage(tiny_st_dir, tmp_path):
+    """A hard stage with a target scales the given thresholds' shape to it on the training texts
+    (hard/calibration.json) and keeps it there at the held-out evaluation."""
+    from ltprune.config import LTPConfig, StageArgs
+    from ltprune.embedding.training import train_embedding
+
+    texts = [f"{t} {i}" for i in range(8) for t in TEXTS]
+    args = {"hard": StageArgs(max_steps=2, batch_size=8, learning_rate=1e-4, logging_steps=1, seed=0)}
+    result = train_embedding(tiny_st_dir, tmp_path / "run", train_texts=texts, eval_texts=texts[:6],
+                             stages=("hard",), ltp=LTPConfig(lambda_=0.0, target_flops=0.7), stage_args=args,
+                             thresholds=[0.01, 0.0, 0.0])
+    calibration = json.loads((tmp_path / "run" / "hard" / "calibration.json").read_text())
+    assert calibration["target_flops"] == 0.7 and calibration["num_examples"] == len(texts)
+    assert abs(calibration["relative_flops"] - 0.7) <= 0.05
+    thresholds = ltprune.get_thresholds(load(tmp_path / "run" / "hard" / "final")).tolist()
+    assert thresholds[1:] == [0.0, 0.0] and thresholds[0] == pytest.approx(0.01 * calibration["factor"], rel=1e-4)
+    assert calibration["during_stage"], "held at the stage's evaluation"
+    assert 0 < result["hard"]["relative_flops"] < 1
+
+
 def test_metrics():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 8))
@@ -340,6 +393,10 @@ def test_cli_train_hard_stage_on_given_thresholds(tiny_st_dir, tmp_path):
     run = _cli(*common, "--output-dir", str(tmp_path / "run"), "--thresholds", "0.02,0,0")
     assert run.returncode == 0, run.stderr[-2000:]
     assert ltprune.get_thresholds(load(tmp_path / "run" / "hard" / "final")).tolist() == pytest.approx([0.02, 0, 0])
+    target = _cli(*common, "--output-dir", str(tmp_path / "target"), "--thresholds", "0.02,0,0",
+                  "--target-speedup", "1.25")
+    assert target.returncode == 0, target.stderr[-2000:]
+    assert json.loads((tmp_path / "target" / "hard" / "calibration.json").read_text())["target_flops"] == 0.8
     bad = _cli(*common, "--output-dir", str(tmp_path / "bad"), "--thresholds", "0.02,x,0")
     assert bad.returncode == 2 and "--thresholds takes comma-separated numbers" in bad.stderr.strip().splitlines()[-1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..checks import parse_stages
 from ..errors import ConfigError, LTPError
-from .options import add_ltp_options, add_stage_options, ltp_from_args, stage_args_from_args
+from .options import add_ltp_options, add_stage_options, add_target_options, ltp_from_args, stage_args_from_args
 
 STAGES = ("soft", "hard")
 
@@ -48,6 +48,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue this same run from its last complete checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
     add_ltp_options(t)
+    add_target_options(t)
     add_stage_options(t, STAGES, batch_size=16)
     t.set_defaults(func=cmd_train, max_eval_examples=None, model_kind="model folder")
 

@@ -53,7 +53,7 @@ def add_ltp_options(p, with_lambda: bool = True) -> None:
 
 
 def add_target_options(p) -> None:
-    """``--target-flops`` / ``--target-speedup`` (ltprune train, demo, sweep): a FLOPs budget for
+    """``--target-flops`` / ``--target-speedup`` (ltprune train, demo, sweep, embedding train): a FLOPs budget for
     the soft stage and the calibration before the hard stage, instead of searching lambda."""
     g = p.add_argument_group("FLOPs target (instead of searching lambda)")
     t = g.add_mutually_exclusive_group()

@@ -73,7 +73,7 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
         shape=None, stages=("soft", "hard"), train_thresholds=(None,), learning_rate: float = 2e-5,
         threshold_lr: float | None = None, token_weight: float = 0.0, train_batch_size: int = 16,
         eval_size: int = 200, reuse: bool = False, train_only: bool = False, tag: str = "", warmup: float = 0.0,
-        save_steps: int | None = None) -> dict:
+        save_steps: int | None = None, target_flops: float | None = None) -> dict:
     """Run the curve for ``dataset``; writes ``output/<dataset>.json`` and returns it.
 
     ``shape``: the per-layer shape of the manual thresholds (and of ``train_thresholds``).
@@ -83,7 +83,9 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
     So that no piece holds the shared CPU for long: ``train_only`` runs the label-free trainings
     and nothing else (a finished stage's checkpoints let an interrupted one ``resume``);
     ``reuse`` evaluates a run folder that already holds the last stage's model instead of
-    training again. ``tag``: the result file is ``<dataset><tag>.json``."""
+    training again. ``tag``: the result file is ``<dataset><tag>.json``. ``target_flops``: the
+    label-free runs calibrate their thresholds to it and hold them there (the shape of
+    ``train_thresholds`` x ``shape`` kept, its scale found)."""
 
     torch.set_num_threads(threads)
     st_pkg = require_sentence_transformers()
@@ -107,7 +109,8 @@ def run(dataset: str, model_dir, output: Path, *, size: int = 2000, train_size: 
         initial = None if start is None else manual_thresholds(start, layers, shape)
         resume = reuse and (run_dir / "ltprune_run.json").is_file()
         train_embedding(model_dir, run_dir, train_texts=train_texts, eval_texts=eval_texts, stages=stages,
-                        ltp=LTPConfig(final_threshold=final_threshold, lambda_=lambda_), stage_args=args,
+                        ltp=LTPConfig(final_threshold=final_threshold, lambda_=lambda_, target_flops=target_flops),
+                        stage_args=args,
                         thresholds=initial, token_weight=token_weight, overwrite=not resume, resume=resume,
                         data_description={"dataset": dataset, "train_size": train_size})
     if train_only:

@@ -6,6 +6,7 @@ training), so any unlabeled text trains. The loss per batch is::
     loss = (1 - cos(e_pruned, e_unpruned)).mean() + mse_weight * ||e_pruned - e_unpruned||^2 / D
            + token_weight * sum_kept ||h_pruned - h_unpruned||^2 / sum_kept ||h_unpruned||^2
            + lambda * L_reg                      (soft stage only, METHOD §3)
+           + lambda_flops * (E[relative FLOPs] - target)^2   (soft stage, with a FLOPs target)
 
 The token-state term compares the last-layer states of the tokens that survive (the ones mean
 pooling averages) with the unpruned model's states at the same positions, relative to the
@@ -16,6 +17,12 @@ are L2-normalised, where MSE is 2 - 2 cos anyway). The stages are ltprune's own
 (``training.run_stage`` on transformers' Trainer: resumable checkpoints, DDP, the thresholds'
 optimizer group); only the loss and the dev score differ: the dev "metric" is the mean cosine
 to the unpruned embeddings on held-out texts, so the hard stage keeps its best checkpoint by it.
+
+A FLOPs target (``LTPConfig.target_flops``) works as for classification (issue 19): the soft
+stage's penalty above, then ``run_stage`` calibrates the thresholds to the target on training
+texts before the hard stage and holds them there at each held-out evaluation. Without it a
+hard stage for fixed thresholds drifts off its budget as the weights learn (Rotten Tomatoes,
+1,600 steps: 0.48 -> 0.56 relative FLOPs, docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError, LTPError
 from ..evaluation import write_metrics
 from ..patch import reset_thresholds, set_mode, set_thresholds
+from ..pruning import flops_penalty
 from ..training import LTPTrainer, run_stage
 from .pooling import PoolingSpec, pool, pooling_mask
 from .st import load, parts, patch_sentence_transformer, pooling_spec, save
@@ -107,6 +115,9 @@ class EmbeddingDistillTrainer(LTPTrainer):
         reg = records.reg_loss if records is not None else None
         if reg is not None and cfg.lambda_ > 0:
             loss = loss + cfg.lambda_ * reg
+        expected = records.expected_relative_flops if records is not None else None
+        if cfg.target_flops is not None and expected is not None and cfg.lambda_flops > 0:
+            loss = loss + flops_penalty(expected, cfg.target_flops, cfg.lambda_flops)
         for key, value in (("cosine_loss", cos), ("mse", mse), ("token_loss", tokens),
                            ("reg", reg.detach() if reg is not None else 0.0)):
             self._parts[key] = self._parts.get(key, 0.0) + float(value)
