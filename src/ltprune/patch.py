@@ -28,7 +28,7 @@ from .engine import Capture, LTPRecords, run_encoder
 from .errors import CheckpointError, ConfigError, LTPError, UnsupportedModelError
 from .models import find_adapter
 from .names import CONFIG_KEY, THRESHOLDS, is_qa_class  # noqa: F401 (CONFIG_KEY, THRESHOLDS: re-exported)
-from .pruning import flops_penalty, init_thresholds
+from .pruning import add_pruning_terms, init_thresholds
 
 class _LTPState:
     """Per-model bookkeeping (not a Module: nothing here is saved except through the config)."""
@@ -272,12 +272,8 @@ def _attach_records(model, args, output):
     cfg = state.config
     if _is_qa(model) and cfg.mode != "off":
         _mask_qa_logits(model, output, records, qa_labels)
-    if (cfg.add_reg_to_loss and records.reg_loss is not None and cfg.lambda_ > 0
-            and getattr(output, "loss", None) is not None):
-        output.loss = output.loss + cfg.lambda_ * records.reg_loss
-    if (cfg.add_reg_to_loss and cfg.target_flops is not None and records.expected_relative_flops is not None
-            and cfg.lambda_flops > 0 and getattr(output, "loss", None) is not None):
-        output.loss = output.loss + flops_penalty(records.expected_relative_flops, cfg.target_flops, cfg.lambda_flops)
+    if cfg.add_reg_to_loss and getattr(output, "loss", None) is not None:
+        output.loss = add_pruning_terms(output.loss, records, cfg)
     return output
 
 

@@ -105,6 +105,19 @@ def survival(masks: list[torch.Tensor], cumulative: bool) -> list[torch.Tensor]:
     return out
 
 
+def add_pruning_terms(loss: torch.Tensor, records, config: LTPConfig) -> torch.Tensor:
+    """``loss`` + lambda * L_reg + the FLOPs-target penalty, each where it applies (a soft pass
+    records them; lambda or lambda_flops 0 turns a term off). The one place the LTP objective is
+    put together, so the classification loss (patch) and the label-free one
+    (embedding.training) cannot drift apart."""
+    if records.reg_loss is not None and config.lambda_ > 0:
+        loss = loss + config.lambda_ * records.reg_loss
+    if (config.target_flops is not None and records.expected_relative_flops is not None
+            and config.lambda_flops > 0):
+        loss = loss + flops_penalty(records.expected_relative_flops, config.target_flops, config.lambda_flops)
+    return loss
+
+
 def flops_penalty(expected_relative_flops: torch.Tensor, target: float, weight: float) -> torch.Tensor:
     """weight * (expected relative FLOPs - target)^2: two-sided, so the soft stage is pulled to
     the budget from either side (DiffRate's FLOPs loss; LTMP's budget loss), not only pushed

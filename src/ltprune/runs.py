@@ -34,6 +34,9 @@ from .errors import ConfigError, read_json
 
 log = logging.getLogger("ltprune")
 
+#: What a user can do about an unreadable file of a run folder.
+AFRESH_HINT = "--overwrite to start the run afresh"
+
 RECORD = "ltprune_run.json"
 SUMMARY = "metrics.json"
 LOCK = ".ltprune.lock"
@@ -177,7 +180,7 @@ def read_record(folder) -> dict | None:
     path = Path(folder) / RECORD
     if not path.is_file():
         return None
-    return read_json(path, error=ConfigError, hint="--overwrite to start the run afresh")
+    return read_json(path, error=ConfigError, hint=AFRESH_HINT)
 
 
 def _flatten(value, prefix: str = "") -> dict:
@@ -233,7 +236,7 @@ def update_summary(folder, stage: str, result: dict, *, task: str, model: str, s
     dev checkpoint, which ``load_best_model_at_end`` restored, not the last step)."""
     folder = Path(folder)
     path = folder / SUMMARY
-    summary = read_json(path, error=ConfigError, hint="--overwrite to start the run afresh") if path.is_file() else {}
+    summary = read_json(path, error=ConfigError, hint=AFRESH_HINT) if path.is_file() else {}
     summary.update({"task": task, "model": model, "stages_requested": list(stages)})
     entry = {"metric_name": result.get("metric_name"), "metric": result.get("metric"),
              "relative_flops": result.get("relative_flops"), "final": str(folder / stage / "final"),

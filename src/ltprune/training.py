@@ -85,10 +85,11 @@ def run_stage(model, tokenizer, train_ds, eval_ds, info, stage: str, output_dir,
     output_dir = Path(output_dir)
     done_file = output_dir / "final" / DONE
     if resume and done_file.is_file():
+        summary = read_json(done_file, hint=runs.AFRESH_HINT)  # before any work: a corrupt one is refused
         log.warning("stage %s already finished in %s: skipping it (loading its weights)", stage, output_dir)
         _load_weights(model, output_dir / "final")
         set_mode(model, STAGE_MODES[stage])
-        return read_json(done_file, hint="--overwrite to start the run afresh")
+        return summary
 
     set_mode(model, STAGE_MODES[stage])
     get_thresholds(model).requires_grad_(stage == "soft")

@@ -43,7 +43,7 @@ from ..config import LTPConfig, StageArgs
 from ..errors import ConfigError, LTPError
 from ..evaluation import write_metrics
 from ..patch import reset_thresholds, set_mode, set_thresholds
-from ..pruning import flops_penalty
+from ..pruning import add_pruning_terms
 from ..training import LTPTrainer, run_stage
 from .pooling import PoolingSpec, pool, pooling_mask
 from .st import load, parts, patch_sentence_transformer, pooling_spec, save
@@ -113,11 +113,8 @@ class EmbeddingDistillTrainer(LTPTrainer):
             tokens = tokens.detach()
         cfg = self.accelerator.unwrap_model(model)._ltp.config
         reg = records.reg_loss if records is not None else None
-        if reg is not None and cfg.lambda_ > 0:
-            loss = loss + cfg.lambda_ * reg
-        expected = records.expected_relative_flops if records is not None else None
-        if cfg.target_flops is not None and expected is not None and cfg.lambda_flops > 0:
-            loss = loss + flops_penalty(expected, cfg.target_flops, cfg.lambda_flops)
+        if records is not None:
+            loss = add_pruning_terms(loss, records, cfg)
         for key, value in (("cosine_loss", cos), ("mse", mse), ("token_loss", tokens),
                            ("reg", reg.detach() if reg is not None else 0.0)):
             self._parts[key] = self._parts.get(key, 0.0) + float(value)
